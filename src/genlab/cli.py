@@ -1,0 +1,190 @@
+"""``genlab <stage> [key=value …] [-m]`` — one entry point, one sub-command per stage.
+
+Configuration is Hydra's: ``experiments/config.yaml`` and its groups, plus overrides.
+DVC stages pass ``--config-dir . --config-name params`` so they run exactly the
+composition DVC tracks in ``params.yaml`` (``dvc exp run -S …`` rewrites it).
+
+Before any work starts the composed config is validated against ``genlab.config``;
+every user-fixable problem (bad key/type/value, missing or corrupt file, NaN loss)
+ends as one line on stderr — ``genlab: error: <problem> — fix: <fix>`` — and exit 2.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+from pathlib import Path
+
+USAGE = """usage: genlab <command> [key=value ...] [-m] [--config-dir DIR --config-name NAME]
+
+commands (pipeline stages; `dvc repro` runs them in order):
+{stages}
+utility commands:
+  show      print the composed, validated config (same overrides as a stage)
+  params    write the composed config to params.yaml (what DVC tracks)
+
+examples:
+  genlab classifier model.classifier.epochs=3 logger.wandb.mode=disabled
+  genlab classifier -m model.classifier.mlp_hidden=32,64       # Hydra multirun sweep
+  genlab params experiment=smoke && dvc repro                  # run the smoke preset
+"""
+
+
+def config_dir() -> Path:
+    """experiments/ of the checkout: $GENLAB_CONFIG_DIR, ./experiments, or next to the package."""
+    for candidate in (os.environ.get("GENLAB_CONFIG_DIR"), Path.cwd() / "experiments",
+                      Path(__file__).resolve().parents[2] / "experiments"):
+        if candidate and (Path(candidate) / "config.yaml").exists():
+            return Path(candidate).resolve()
+    sys.exit("genlab: error: no experiments/config.yaml found — fix: run inside the genlab checkout "
+             "or set GENLAB_CONFIG_DIR")
+
+
+def stages() -> dict[str, str]:
+    """Stage name → first line of its module docstring."""
+    import genlab.stages
+
+    out = {}
+    for info in pkgutil.iter_modules(genlab.stages.__path__):
+        if not info.name.startswith("_"):
+            doc = importlib.import_module(f"genlab.stages.{info.name}").__doc__ or ""
+            out[info.name] = doc.strip().splitlines()[0] if doc.strip() else ""
+    return out
+
+
+def quiet_logs() -> None:
+    """Keep logs to what a researcher reads: no library tips or known-harmless warnings."""
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*",
+                    ".*The number of training batches.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def fail(message: str) -> None:
+    print(f"genlab: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "config"):
+    """Compose + validate like a run would (without running). Returns a plain DictConfig."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from genlab.config import validate
+    from genlab.errors import GenlabError
+
+    try:
+        with initialize_config_dir(str(primary_dir or config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name=name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        if lines[0].startswith("Could not override '"):   # an unknown key: report it like the schema does
+            key = lines[0].split("'")[1]
+            try:
+                validate(OmegaConf.from_dotlist([f"{key}=0"]))
+            except GenlabError as err:
+                fail(str(err))
+        fail(f"{' / '.join(lines[:2])} — fix: check the override against `genlab show` "
+             "(append a new key with +key=value)")
+    try:
+        return validate(cfg)
+    except GenlabError as e:
+        fail(str(e))
+
+
+def _split(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """(hydra flags, overrides, multirun?) from argv after the command."""
+    flags, overrides, multirun, i = [], [], False, 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-m", "--multirun"):
+            multirun = True
+        elif a in ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp"):
+            flags += [a, argv[i + 1]]
+            i += 1
+        elif a.startswith(("--config-dir=", "--config-name=", "--config-path=")):
+            flags.append(a)
+        else:
+            overrides.append(a)
+        i += 1
+    return flags, overrides, multirun
+
+
+def _flag(flags: list[str], long: str, short: str) -> str | None:
+    for i, f in enumerate(flags):
+        if f in (long, short):
+            return flags[i + 1]
+        if f.startswith(long + "="):
+            return f.split("=", 1)[1]
+    return None
+
+
+def run_stage(stage: str, argv: list[str]) -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from genlab.config import validate
+    from genlab.errors import GenlabError
+
+    flags, overrides, multirun = _split(argv)
+    extra_dir, name = _flag(flags, "--config-dir", "-cd"), _flag(flags, "--config-name", "-cn") or "config"
+    if not multirun:   # fail fast, as one line, before Hydra starts a run
+        compose(overrides, Path(extra_dir).resolve() if extra_dir else None, name)
+    module = importlib.import_module(f"genlab.stages.{stage}")
+
+    @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+    def task(cfg: DictConfig) -> None:
+        quiet_logs()
+        try:
+            module.run(validate(OmegaConf.to_container(cfg, resolve=True)))
+        except GenlabError as e:
+            fail(str(e))
+
+    defaults = [f"hydra.run.dir=logs/hydra/{stage}/${{now:%Y-%m-%d_%H-%M-%S}}",
+                f"hydra.sweep.dir=logs/multirun/{stage}/${{now:%Y-%m-%d_%H-%M-%S}}",
+                f"hydra.job.name={stage}"]
+    given = {o.split("=", 1)[0] for o in overrides}
+    sys.argv = [f"genlab {stage}", *flags, *(["-m"] if multirun else []),
+                *[d for d in defaults if d.split("=", 1)[0] not in given], *overrides]
+    task()
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(stages="\n".join(f"  {k:<18}{v}" for k, v in stages().items())))
+        return
+    command, rest = argv[0], argv[1:]
+    if command in ("show", "params"):
+        from omegaconf import OmegaConf
+
+        flags, overrides, _ = _split(rest)
+        extra_dir = _flag(flags, "--config-dir", "-cd")
+        cfg = compose(overrides, Path(extra_dir).resolve() if extra_dir else None,
+                      _flag(flags, "--config-name", "-cn") or "config")
+        text = OmegaConf.to_yaml(cfg)
+        if command == "show":
+            print(text, end="")
+        else:
+            from genlab.io import atomic_write
+            atomic_write("params.yaml", lambda fh: fh.write(text), mode="w")
+            print("[genlab] wrote params.yaml")
+        return
+    available = stages()
+    if command not in available:
+        fail(f"unknown command '{command}' — fix: use one of {', '.join([*available, 'show', 'params'])}")
+    if any(a in ("-h", "--help") for a in rest):
+        print(importlib.import_module(f"genlab.stages.{command}").__doc__)
+        print(f"overrides: key=value (see `genlab show`); sweeps: genlab {command} -m key=a,b")
+        return
+    run_stage(command, rest)
+
+
+if __name__ == "__main__":
+    main()

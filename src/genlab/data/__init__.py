@@ -1,0 +1,1 @@
+"""Datasets: preparation (``prepare_*``, run once by the `prepare` stage) and loading."""

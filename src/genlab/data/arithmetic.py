@@ -1,0 +1,35 @@
+"""Synthetic n-digit addition with exact answers (the emergence and RLHF tasks).
+
+A problem is rendered as characters ``"<a>+<b>="`` followed by the answer padded to
+``d + 1`` digits. With ``reverse=True`` the answer is written least-significant
+digit first, so each output digit depends only on digits already seen plus a
+carry — the order in which a left-to-right model can actually compute it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+VOCAB = list("0123456789+=") + ["\n"]   # "\n" terminates an answer
+
+
+def render(a: int, b: int, digits: int, reverse: bool) -> tuple[str, str]:
+    """Return (prompt, answer) strings for a + b with ``digits``-digit operands."""
+    prompt = f"{a:0{digits}d}+{b:0{digits}d}="
+    answer = f"{a + b:0{digits + 1}d}"
+    return prompt, answer[::-1] if reverse else answer
+
+
+def prepare(cfg, seed: int) -> dict[str, np.ndarray]:
+    """Disjoint train/test (a, b, digits) triples, ``n_*`` per digit count."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {f"{s}_{k}": [] for s in ("train", "test") for k in ("a", "b", "digits")}
+    for d in cfg.digits:
+        space = 10 ** (2 * d)
+        n_total = min(cfg.n_train + cfg.n_test, space)
+        codes = rng.choice(space, size=n_total, replace=False)   # distinct (a, b) pairs
+        n_test = min(cfg.n_test, n_total // 5)
+        for split, part in (("test", codes[:n_test]), ("train", codes[n_test:])):
+            out[f"{split}_a"].append(part // 10**d)
+            out[f"{split}_b"].append(part % 10**d)
+            out[f"{split}_digits"].append(np.full(len(part), d))
+    return {k: np.concatenate(v).astype(np.int64) for k, v in out.items()}

@@ -1,0 +1,1 @@
+"""LightningModules: one method (loss, sampling, metrics) per file, over ``genlab.nn`` networks."""

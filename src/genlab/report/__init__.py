@@ -1,0 +1,1 @@
+"""Figures, plot tables and the HTML/markdown report."""

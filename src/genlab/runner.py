@@ -1,0 +1,162 @@
+"""The one way genlab trains a LightningModule.
+
+``with session(cfg, stage=…, run=…, run_config=…) as trainer: fit(trainer, module, train, val)``
+gives every stage:
+
+* seeds (``seed_everything(seed, workers=True)``) and deterministic algorithms on CPU;
+* ``last.ckpt`` every ``trainer.checkpoint_every`` steps under
+  ``checkpoints/<stage>/<run>-<hash of run_config>/``; a rerun with the same config
+  resumes from it automatically (loaders and RNG state included, so the result is
+  bit-identical to an uninterrupted run); a different config gets a different folder;
+* a clear stop on a NaN/inf loss;
+* CSV + wandb loggers (wandb ``offline`` by default: never touches the network),
+  tagged with stage, git sha and config hash; progress bar.
+
+The checkpoint folder is deleted after a successful fit: resume points are for
+interrupted runs, the stage itself saves the final weights it hands on.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.config import section_hash
+from genlab.errors import GenlabError
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def seed_all(cfg: DictConfig) -> None:
+    """Seed python/numpy/torch and make CPU kernels deterministic."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=cfg.trainer.accelerator != "cpu")
+
+
+class FiniteLoss(Callback):
+    """Stop with a one-line message as soon as the training loss is NaN or inf."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise GenlabError(f"{self.stage}: training loss became {loss.item()} at step {trainer.global_step}",
+                              f"lower model.{self.stage}.lr, or check the input data for NaNs")
+
+
+class ResumeCursor(Callback):
+    """Counts consumed batches and snapshots RNG states, so resume is exact."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        if hasattr(sampler, "consumed"):
+            sampler.consumed += 1
+
+    def on_save_checkpoint(self, trainer, module, checkpoint):
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()[1].tolist()),
+                             "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
+
+    def on_load_checkpoint(self, trainer, module, checkpoint):
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), rng["numpy_pos"], 0, 0.0))
+            random.setstate((3, tuple(rng["python"]), None))
+
+
+def loggers(cfg: DictConfig, stage: str, run: str, run_hash: str) -> list[Logger]:
+    out: list[Logger] = []
+    log_dir = Path(cfg.paths.logs)
+    if cfg.logger.csv:
+        out.append(CSVLogger(log_dir / "csv", name=stage, version=f"{run}-{run_hash}"))
+    wb = cfg.logger.wandb
+    if wb.mode != "disabled":
+        (log_dir / "wandb").mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        out.append(WandbLogger(project=wb.project, entity=wb.entity, group=wb.group or stage, mode=wb.mode,
+                               name=f"{stage}/{run}", job_type=stage, save_dir=str(log_dir),
+                               tags=[stage, f"git:{git_sha()}", f"cfg:{run_hash}", *wb.tags],
+                               config=OmegaConf.to_container(cfg, resolve=True)))
+    return out
+
+
+def finish_loggers(logs: list[Logger]) -> None:
+    """Close wandb runs (also on failure) so sweep jobs never share a run."""
+    for log in logs:
+        if isinstance(log, WandbLogger):
+            import wandb
+            wandb.finish()
+
+
+@contextmanager
+def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps: int = -1,
+            max_epochs: int | None = None, callbacks: list[Callback] | None = None, **kwargs) -> Iterator[pl.Trainer]:
+    """A Trainer with genlab's callbacks and loggers; loggers are closed on exit (also on failure).
+
+    ``run_config`` is whatever the run's result depends on: its hash names the checkpoint folder.
+    """
+    run_hash = section_hash(run_config, cfg.seed, cfg.trainer.precision)
+    ckpt_dir = Path(cfg.paths.checkpoints) / stage / f"{run}-{run_hash}"
+    logs = loggers(cfg, stage, run, run_hash)
+    t = cfg.trainer
+    bar = t.progress_bar and sys.stderr.isatty()   # no carriage-return spam in CI/DVC logs
+    trainer = pl.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+        precision=t.precision, deterministic=t.deterministic, max_steps=max_steps, max_epochs=max_epochs,
+        logger=logs or False, log_every_n_steps=t.log_every, enable_progress_bar=bar,
+        enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
+        default_root_dir=str(ckpt_dir),
+        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                   every_n_train_steps=t.checkpoint_every),
+                   FiniteLoss(stage), ResumeCursor(),
+                   *([TQDMProgressBar(refresh_rate=max(1, t.log_every))] if bar else []),
+                   *(callbacks or [])],
+        **kwargs)
+    trainer.genlab_run = f"{stage}/{run}"
+    trainer.genlab_ckpt_dir = ckpt_dir
+    try:
+        yield trainer
+    finally:
+        finish_loggers(logs)
+
+
+def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_checkpoints: bool = False) -> None:
+    """Train ``module``, resuming from ``last.ckpt`` if this exact run was interrupted."""
+    ckpt_dir: Path = trainer.genlab_ckpt_dir
+    last = ckpt_dir / "last.ckpt"
+    if last.exists():
+        print(f"[genlab] {trainer.genlab_run}: resuming from {last}")
+    try:
+        trainer.fit(module, train, val, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    except (RuntimeError, EOFError, KeyError) as e:
+        if last.exists() and not isinstance(e, GenlabError):
+            raise GenlabError(f"{trainer.genlab_run}: cannot resume from {last} ({str(e).splitlines()[0][:120]})",
+                              f"delete {ckpt_dir} to start this run afresh") from None
+        raise
+    if trainer.interrupted:
+        raise GenlabError(f"{trainer.genlab_run}: training was interrupted", "re-run the same command to resume")
+    if not keep_checkpoints and trainer.is_global_zero:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Pipeline stages: ``genlab <stage>`` runs ``genlab.stages.<stage>.run(cfg)``."""
