@@ -41,10 +41,12 @@ def fraction(section: Any, *names: str) -> None:
 
 
 def one_of(section: Any, name: str, allowed: tuple) -> None:
+    """``section.name`` is one of ``allowed`` (each item, if it is a list)."""
     value = getattr(section, name)
-    if value not in allowed:
-        raise ConfigError(f"{section.path}.{name}={value!r} is not allowed",
-                          f"use one of {', '.join(map(str, allowed))}")
+    for item in value if isinstance(value, list) else [value]:
+        if item not in allowed:
+            raise ConfigError(f"{section.path}.{name}={item!r} is not allowed",
+                              f"use one of {', '.join(map(str, allowed))}")
 
 
 # --- data -------------------------------------------------------------------------------
@@ -82,9 +84,7 @@ class Toy2dConfig:
 
     def __post_init__(self):
         positive(self, "n_train", "n_test")
-        for name in self.names:
-            one_of(_Named(self.path + ".names", name), "value",
-                   ("moons", "gaussians8", "checkerboard", "spirals"))
+        one_of(self, "names", ("moons", "gaussians8", "checkerboard", "spirals"))
 
 
 @dataclass
@@ -207,8 +207,7 @@ class ClassifierConfig:
 
     def __post_init__(self):
         positive(self, "batch_size", "lr")
-        for arch in self.archs:
-            one_of(_Named(self.path + ".archs", arch), "value", ("mlp", "cnn"))
+        one_of(self, "archs", ("mlp", "cnn"))
 
 
 @dataclass
@@ -230,13 +229,6 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-
-
-@dataclass
-class _Named:
-    """Adapter so list items can be checked with `one_of` (value at `path`)."""
-    path: str
-    value: Any
 
 
 # --- validation -------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""Shared fixtures.
+
+* No network: every test runs with a socket guard that refuses any address outside
+  the loopback range (wandb offline, DDP rendezvous on localhost stay allowed).
+* ``make_cfg(tmp_path, *overrides)``: the smoke preset, validated, with every output
+  path inside ``tmp_path`` — tests never write into the checkout.
+* ``prepared``: the smoke datasets, prepared once per test session.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("GENLAB_CONFIG_DIR", str(ROOT / "experiments"))
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def _is_local(address) -> bool:
+    if not isinstance(address, tuple):      # AF_UNIX paths
+        return True
+    host = address[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if not _is_local(address):
+            raise OSError(f"test tried to reach the network: {address!r}")
+        return real_connect(self, address)
+
+    socket.socket.connect = guarded
+    yield
+    socket.socket.connect = real_connect
+
+
+def compose_cfg(paths_root: Path, *overrides: str):
+    """Smoke-preset config with outputs under ``paths_root`` (validated)."""
+    from hydra import compose, initialize_config_dir
+
+    from genlab.config import validate
+
+    paths = [f"paths.{k}={paths_root / k}" for k in ("data", "models", "checkpoints", "reports", "logs")]
+    with initialize_config_dir(str(ROOT / "experiments"), version_base="1.3"):
+        cfg = compose("config", ["experiment=smoke", *paths, *overrides])
+    return validate(cfg)
+
+
+@pytest.fixture
+def make_cfg():
+    return compose_cfg
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """Smoke datasets under a session temp dir; returns its root (use as paths.data's parent)."""
+    from genlab.stages import prepare
+
+    root = tmp_path_factory.mktemp("genlab")
+    prepare.run(compose_cfg(root))
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
+    """Run `genlab …` in a subprocess; returns CompletedProcess (text)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "genlab.cli", *args], cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
