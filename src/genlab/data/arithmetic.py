@@ -8,8 +8,11 @@ carry — the order in which a left-to-right model can actually compute it.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-VOCAB = list("0123456789+=") + ["\n"]   # "\n" terminates an answer
+VOCAB = list("0123456789+=") + ["\n", "_"]   # "\n" ends an answer; "_" pads (never a target)
+STOI = {c: i for i, c in enumerate(VOCAB)}
+EOS, PAD = STOI["\n"], STOI["_"]
 
 
 def render(a: int, b: int, digits: int, reverse: bool) -> tuple[str, str]:
@@ -17,6 +20,27 @@ def render(a: int, b: int, digits: int, reverse: bool) -> tuple[str, str]:
     prompt = f"{a:0{digits}d}+{b:0{digits}d}="
     answer = f"{a + b:0{digits + 1}d}"
     return prompt, answer[::-1] if reverse else answer
+
+
+def encode(text: str) -> list[int]:
+    return [STOI[c] for c in text]
+
+
+def decode(ids) -> str:
+    return "".join(VOCAB[int(i)] for i in ids)
+
+
+def tokenize(a, b, digits, reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Problems → right-padded ids ``[N, L]`` of ``prompt + answer + "\n"``, prompt lengths ``[N]``,
+    answer lengths ``[N]`` (digits only, without the "\n")."""
+    rows = [render(int(x), int(y), int(d), reverse) for x, y, d in zip(a, b, digits)]
+    seqs = [encode(p + ans + "\n") for p, ans in rows]
+    ids = torch.full((len(seqs), max(map(len, seqs))), PAD, dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)] = torch.tensor(seq)
+    prompt_len = torch.tensor([len(p) for p, _ in rows])
+    answer_len = torch.tensor([len(ans) for _, ans in rows])
+    return ids, prompt_len, answer_len
 
 
 def prepare(cfg, seed: int) -> dict[str, np.ndarray]:
