@@ -211,6 +211,23 @@ class ClassifierConfig:
 
 
 @dataclass
+class UNetConfig:
+    """``genlab.nn.unet.UNet`` widths, shared by the flow-matching and diffusion sections."""
+    path: ClassVar[str] = "model.<stage>.unet"
+    channels: int = 32                # base width (at 28×28); time embedding is 4× this
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])   # one entry per resolution 28/14/7
+    attention: bool = False           # self-attention at the lowest resolution
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        positive(self, "channels")
+        fraction(self, "dropout")
+        if not 1 <= len(self.channel_mults) <= 3 or min(self.channel_mults) < 1:
+            raise ConfigError(f"{self.path}.channel_mults must be 1–3 positive ints (got {self.channel_mults})",
+                              "e.g. channel_mults=[1,2,2] (resolutions 28, 14, 7)")
+
+
+@dataclass
 class ModelConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 

@@ -1,0 +1,121 @@
+"""A small class-conditional U-Net for 28×28 images, shared by flow matching and diffusion.
+
+    net = UNet(channels=32, channel_mults=(1, 2, 2), n_classes=10, attention=False, dropout=0.0)
+    out = net(x, t, y)        # or UNet.from_config(cfg.model.<stage>.unet, n_classes=10)
+
+* ``x``   float ``[B, C, 28, 28]`` (C = ``in_channels``, default 1), any scale (the caller's data space).
+* ``t``   float ``[B]`` (or a scalar, broadcast) **in [0, 1]**: continuous time. Flow matching passes its
+  ODE time directly; diffusion passes ``step / T``. Internally embedded as ``1000·t`` (DDPM's step scale).
+* ``y``   int64 ``[B]`` in ``{0, …, n_classes}``; the value ``n_classes`` (``net.null_class``) is the
+  *null* label — the unconditional branch of classifier-free guidance (Ho & Salimans 2022).
+  ``y=None`` means "all null". With ``n_classes=0`` the net is unconditional.
+* returns float ``[B, C, 28, 28]``: whatever the method regresses (ε for diffusion, a velocity for FM).
+
+Layout (Ho et al. 2020, Appendix B, scaled down for a CPU): sinusoidal time embedding → MLP, plus a
+learned class embedding (``n_classes + 1`` rows) added to it; per resolution one residual block
+(GroupNorm → SiLU → 3×3 conv, embedding added between the two convs); stride-2 conv down
+28→14→7 (one level per entry of ``channel_mults``, at most 3), a middle block at the lowest
+resolution (optional self-attention there), nearest-neighbour up with skip concatenation.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def norm(ch: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups (fewer for the tiny widths of the smoke preset)."""
+    return nn.GroupNorm(math.gcd(8, ch), ch)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal embedding (Vaswani et al. 2017, §3.5; DDPM's time input) of ``scale·t`` ``[B]`` → ``[B, dim]``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = scale * t.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """``[B, c_in, H, W]`` + embedding ``[B, E]`` → ``[B, c_out, H, W]``: two convs, embedding added in between."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.conv1 = nn.Sequential(norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, c_out))
+        self.conv2 = nn.Sequential(norm(c_out), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x) + self.emb(emb)[:, :, None, None]
+        return self.skip(x) + self.conv2(h)
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over the H·W positions, residual: ``[B, c, H, W]`` → same."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.norm, self.qkv, self.out = norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)   # each [B, HW, c]
+        a = F.scaled_dot_product_attention(q, k, v)                                             # [B, HW, c]
+        return x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    def __init__(self, channels: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2), n_classes: int = 10,
+                 attention: bool = False, dropout: float = 0.0, in_channels: int = 1):
+        super().__init__()
+        assert 1 <= len(channel_mults) <= 3, "28×28 inputs allow 1–3 resolutions (28, 14, 7)"
+        self.n_classes = self.null_class = n_classes
+        emb_dim, chs = 4 * channels, [channels * m for m in channel_mults]
+        self.time_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(n_classes + 1, emb_dim)
+        self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
+        prev, self.down = channels, nn.ModuleList()
+        for ch in chs:
+            self.down.append(ResBlock(prev, ch, emb_dim, dropout))
+            prev = ch
+        self.pool = nn.ModuleList(nn.Conv2d(ch, ch, 3, stride=2, padding=1) for ch in chs[:-1])
+        self.mid1, self.mid2 = ResBlock(prev, prev, emb_dim, dropout), ResBlock(prev, prev, emb_dim, dropout)
+        self.attn = SelfAttention(prev) if attention else nn.Identity()
+        self.up, self.unpool = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(chs))):   # built bottom-up; indexed by level in forward
+            self.up.insert(0, ResBlock(prev + chs[i], chs[i], emb_dim, dropout))
+            if i > 0:
+                self.unpool.insert(0, nn.Conv2d(chs[i], chs[i], 3, padding=1))   # after ×2 nearest upsampling
+            prev = chs[i]
+        self.out = nn.Sequential(norm(prev), nn.SiLU(), nn.Conv2d(prev, in_channels, 3, padding=1))
+
+    @classmethod
+    def from_config(cls, cfg, n_classes: int = 10) -> "UNet":
+        """From a ``genlab.config.UNetConfig`` section (``model.<stage>.unet``)."""
+        return cls(cfg.channels, tuple(cfg.channel_mults), n_classes, cfg.attention, cfg.dropout)
+
+    def embed(self, t: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Time ``[B]`` + class ``[B]`` → embedding ``[B, 4·channels]``."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.inp.weight.device).expand(batch)
+        if y is None:
+            y = torch.full((batch,), self.null_class, dtype=torch.long, device=t.device)
+        return self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features)) + self.class_emb(y)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.embed(t, y, x.shape[0])
+        h, skips = self.inp(x), []
+        for i, block in enumerate(self.down):                 # 28 → 14 → 7
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        h = self.mid2(self.attn(self.mid1(h, emb)), emb)
+        for i in reversed(range(len(self.up))):               # 7 → 14 → 28
+            if i < len(self.unpool):
+                h = self.unpool[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = self.up[i](torch.cat([h, skips[i]], dim=1), emb)
+        return self.out(h)

@@ -1,0 +1,55 @@
+"""The shared U-Net: shapes, the null-class (unconditional) path, time and class dependence."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genlab.config import ConfigError, UNetConfig
+from genlab.nn.unet import UNet, timestep_embedding
+
+
+@pytest.fixture
+def net():
+    torch.manual_seed(0)
+    return UNet(channels=8, channel_mults=(1, 2, 2), n_classes=10).eval()
+
+
+@pytest.mark.parametrize("mults", [(1,), (1, 2), (1, 2, 2)])
+def test_shapes_for_every_depth(mults):
+    net = UNet(channels=8, channel_mults=mults, attention=True)
+    x = torch.randn(3, 1, 28, 28)
+    assert net(x, torch.rand(3), torch.tensor([0, 5, 10])).shape == (3, 1, 28, 28)
+
+
+def test_null_class_is_the_default_and_differs_from_a_label(net):
+    x, t = torch.randn(4, 1, 28, 28), torch.rand(4)
+    null = torch.full((4,), net.null_class)
+    assert net.null_class == 10
+    torch.testing.assert_close(net(x, t), net(x, t, null))
+    assert (net(x, t, torch.zeros(4, dtype=torch.long)) - net(x, t, null)).abs().max() > 1e-4
+
+
+def test_output_depends_on_time_and_scalar_time_broadcasts(net):
+    x = torch.randn(2, 1, 28, 28)
+    assert (net(x, torch.zeros(2)) - net(x, torch.ones(2))).abs().max() > 1e-4
+    torch.testing.assert_close(net(x, torch.tensor(0.3)), net(x, torch.full((2,), 0.3)))
+
+
+def test_samples_are_processed_independently(net):
+    """No batch coupling (GroupNorm, not BatchNorm): a sample's output ignores its batch mates."""
+    x, t, y = torch.randn(3, 1, 28, 28), torch.rand(3), torch.tensor([1, 2, 3])
+    torch.testing.assert_close(net(x, t, y)[:1], net(x[:1], t[:1], y[:1]))
+
+
+def test_timestep_embedding_known_values():
+    e = timestep_embedding(torch.tensor([0.0, 0.001]), 4)      # frequencies 1, 1e-2; argument 1000·t
+    torch.testing.assert_close(e[0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(e[1], torch.tensor([torch.sin(torch.tensor(1.0)), 0.01 * 0.99998,
+                                                   torch.cos(torch.tensor(1.0)), 0.99995]), atol=1e-4, rtol=0)
+
+
+def test_from_config_and_validation():
+    net = UNet.from_config(UNetConfig(channels=4, channel_mults=[1, 2]), n_classes=3)
+    assert net.class_emb.num_embeddings == 4 and len(net.down) == 2
+    with pytest.raises(ConfigError, match="channel_mults"):
+        UNetConfig(channel_mults=[1, 2, 2, 2])
