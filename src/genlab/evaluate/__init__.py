@@ -1,0 +1,1 @@
+"""Evaluation math (metrics, fits), independent of training: plain functions on tensors/arrays."""
