@@ -68,23 +68,52 @@ class FiniteLoss(Callback):
 
 
 class ResumeCursor(Callback):
-    """Counts consumed batches and snapshots RNG states, so resume is exact."""
+    """Counts consumed batches and snapshots RNG + loader state, so resume is exact.
+
+    Two Lightning gaps are closed in ``on_train_start`` after a resume: its own restore of
+    stateful loaders is skipped when ``estimated_stepping_batches`` built the loader early,
+    and a checkpoint saved in ``on_train_batch_end`` holds per-step LR schedulers *before*
+    that step's ``scheduler.step()``, so they would lag one step behind forever.
+    """
+
+    def __init__(self):
+        self.pending: dict | None = None
+
+    @staticmethod
+    def _sampler(trainer):
+        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
+        return sampler if hasattr(sampler, "consumed") else None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        sampler = getattr(trainer.train_dataloader, "batch_sampler", None)
-        if hasattr(sampler, "consumed"):
+        if sampler := self._sampler(trainer):
             sampler.consumed += 1
 
     def on_save_checkpoint(self, trainer, module, checkpoint):
-        checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()[1].tolist()),
-                             "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
+        np_state = np.random.get_state()
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": np_state[1].tolist(),
+                             "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1])}
+        if sampler := self._sampler(trainer):
+            checkpoint["loader"] = sampler.state_dict()
 
     def on_load_checkpoint(self, trainer, module, checkpoint):
-        rng = checkpoint.get("rng")
+        self.pending = checkpoint
+
+    def on_train_start(self, trainer, module):
+        if self.pending is None:
+            return
+        # RNG last: creating the DataLoader iterator (just done by Lightning) draws from torch's RNG
+        rng, loader = self.pending.get("rng"), self.pending.get("loader")
+        if loader and (sampler := self._sampler(trainer)):
+            sampler.load_state_dict(loader)
+        for config in trainer.lr_scheduler_configs:
+            if config.interval == "step" and config.frequency == 1:
+                while config.scheduler.last_epoch < trainer.global_step:
+                    config.scheduler.step()
         if rng:
             torch.set_rng_state(rng["torch"])
             np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), rng["numpy_pos"], 0, 0.0))
             random.setstate((3, tuple(rng["python"]), None))
+        self.pending = None
 
 
 def loggers(cfg: DictConfig, stage: str, run: str, run_hash: str) -> list[Logger]:
@@ -148,15 +177,12 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_c
     ckpt_dir: Path = trainer.genlab_ckpt_dir
     last = ckpt_dir / "last.ckpt"
     if last.exists():
-        print(f"[genlab] {trainer.genlab_run}: resuming from {last}")
-    try:
-        trainer.fit(module, train, val, ckpt_path=str(last) if last.exists() else None, weights_only=True)
-    except (RuntimeError, EOFError, KeyError) as e:
-        if last.exists() and not isinstance(e, GenlabError):
+        try:   # refuse a corrupt/unsafe resume point up front, with the fix, before Lightning touches it
+            torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as e:
             raise GenlabError(f"{trainer.genlab_run}: cannot resume from {last} ({str(e).splitlines()[0][:120]})",
                               f"delete {ckpt_dir} to start this run afresh") from None
-        raise
-    if trainer.interrupted:
-        raise GenlabError(f"{trainer.genlab_run}: training was interrupted", "re-run the same command to resume")
+        print(f"[genlab] {trainer.genlab_run}: resuming from {last}")
+    trainer.fit(module, train, val, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     if not keep_checkpoints and trainer.is_global_zero:
         shutil.rmtree(ckpt_dir, ignore_errors=True)

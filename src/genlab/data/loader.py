@@ -45,8 +45,9 @@ class EpochBatchSampler:
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.drop_last, self.batches_per_epoch = drop_last, batches_per_epoch
         self.epoch, self.consumed, self._skip = 0, 0, 0
+        self.sampler = self   # Lightning calls `batch_sampler.sampler.set_epoch(e)` at every epoch start
 
-    def set_epoch(self, epoch: int) -> None:   # called by Lightning at every epoch start
+    def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             self.epoch, self.consumed, self._skip = epoch, 0, 0
 
