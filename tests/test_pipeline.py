@@ -1,0 +1,65 @@
+"""End to end: the smoke preset through `dvc repro` in a temp copy of the checkout."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+IGNORE = shutil.ignore_patterns(".venv", ".git", "data", "models", "checkpoints", "logs", "figures", "wandb",
+                                "outputs", "multirun", "__pycache__", "*.egg-info", "index.html", "report.md")
+
+
+def sh(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GENLAB_CONFIG_DIR": str(cwd / "experiments")}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("repo") / "genlab"
+    shutil.copytree(ROOT, repo, ignore=IGNORE)
+    shutil.rmtree(repo / "reports" / "metrics", ignore_errors=True)
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    sh("git", "init", "-q", cwd=repo)
+    sh("genlab", "params", "experiment=smoke", cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+    return repo
+
+
+def metrics(repo: Path) -> dict:
+    return {p.name: json.loads(p.read_text()) for p in sorted((repo / "reports" / "metrics").glob("*.json"))}
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_runs_every_stage_and_writes_the_report(smoke_repo):
+    stages = subprocess.run([str(Path(sys.executable).parent / "dvc"), "stage", "list", "--name-only"],
+                            cwd=smoke_repo, capture_output=True, text=True).stdout.split()
+    produced = metrics(smoke_repo)
+    assert "classifier.json" in produced and "prepare.json" in produced
+    html = (smoke_repo / "reports" / "index.html").read_text()
+    for name in produced:
+        assert f'id="{name[:-5]}"' in html
+    assert "data:image/png;base64" in html
+    assert len(stages) >= 3
+
+
+@pytest.mark.slow
+def test_second_repro_does_nothing(smoke_repo):
+    out = sh("dvc", "repro", cwd=smoke_repo).stdout
+    assert "Running stage" not in out
+
+
+@pytest.mark.slow
+def test_forced_repro_gives_identical_metrics(smoke_repo):
+    before = metrics(smoke_repo)
+    sh("dvc", "repro", "-f", cwd=smoke_repo)
+    assert metrics(smoke_repo) == before
