@@ -85,11 +85,9 @@ class UNet(nn.Module):
         self.pool = nn.ModuleList(nn.Conv2d(ch, ch, 3, stride=2, padding=1) for ch in chs[:-1])
         self.mid1, self.mid2 = ResBlock(prev, prev, emb_dim, dropout), ResBlock(prev, prev, emb_dim, dropout)
         self.attn = SelfAttention(prev) if attention else nn.Identity()
-        self.up, self.unpool = nn.ModuleList(), nn.ModuleList()
+        self.up = nn.ModuleList()
         for i in reversed(range(len(chs))):   # built bottom-up; indexed by level in forward
             self.up.insert(0, ResBlock(prev + chs[i], chs[i], emb_dim, dropout))
-            if i > 0:
-                self.unpool.insert(0, nn.Conv2d(chs[i], chs[i], 3, padding=1))   # after ×2 nearest upsampling
             prev = chs[i]
         self.out = nn.Sequential(norm(prev), nn.SiLU(), nn.Conv2d(prev, in_channels, 3, padding=1))
 
@@ -115,7 +113,7 @@ class UNet(nn.Module):
                 h = self.pool[i](h)
         h = self.mid2(self.attn(self.mid1(h, emb)), emb)
         for i in reversed(range(len(self.up))):               # 7 → 14 → 28
-            if i < len(self.unpool):
-                h = self.unpool[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            if i < len(self.pool):   # ×2 nearest; the block's first conv mixes it with the skip
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = self.up[i](torch.cat([h, skips[i]], dim=1), emb)
         return self.out(h)
