@@ -1,0 +1,1 @@
+"""RLHF mathematics: advantages, KL estimators/controllers, PPO and preference losses, sampling."""

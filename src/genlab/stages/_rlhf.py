@@ -1,0 +1,84 @@
+"""Plumbing shared by the RLHF stages (sft, reward_model, ppo, dpo, overoptimization):
+the task's problems, the transformer they share, weights on disk, evaluation on fixed prompts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from genlab.data.arithmetic import VOCAB
+from genlab.data.rlhf_task import prompts, response_width
+from genlab.errors import GenlabError
+from genlab.evaluate.policy import evaluate
+from genlab.io import load_arrays, load_model, save_model
+from genlab.nn.heads import RewardModel
+from genlab.nn.transformer import Transformer, TransformerConfig
+
+
+def setup(cfg) -> None:
+    torch.set_num_threads(cfg.model.rlhf.task.threads)
+
+
+def models_dir(cfg) -> Path:
+    return Path(cfg.paths.models) / "rlhf"
+
+
+def sections(cfg, *names: str) -> dict:
+    """The config sections a saved artefact depends on (checked again when it is loaded)."""
+    r = cfg.model.rlhf
+    return {"seed": cfg.seed, "data": OmegaConf.to_container(cfg.data.arithmetic),
+            **{n: OmegaConf.to_container(r[n]) for n in ("task", "net", *names)}}
+
+
+def width(cfg) -> int:
+    return response_width(max(cfg.model.rlhf.task.digits))
+
+
+def problems(cfg, split: str, n: int | None = None, offset: int = 0) -> dict[str, torch.Tensor]:
+    """Arithmetic problems of ``split`` with the task's digit counts: a, b, digits, prompts, prompt_len."""
+    arrays, meta = load_arrays(Path(cfg.paths.data) / "arithmetic")
+    keep = np.isin(arrays[f"{split}_digits"], cfg.model.rlhf.task.digits)
+    if not keep.any():
+        raise GenlabError(f"no {split} problems with model.rlhf.task.digits={list(cfg.model.rlhf.task.digits)} "
+                          f"in the arithmetic data", "add them to data.arithmetic.digits (then `genlab prepare`)")
+    if not meta.get("reverse", True):
+        raise GenlabError("the RLHF task needs reversed answers", "set data.arithmetic.reverse=true")
+    out = {k: torch.from_numpy(arrays[f"{split}_{k}"][keep][offset: None if n is None else offset + n])
+           for k in ("a", "b", "digits")}
+    out["prompts"], out["prompt_len"] = prompts(out["a"], out["b"], out["digits"])
+    return out
+
+
+def eval_problems(cfg) -> dict[str, torch.Tensor]:
+    """The fixed test prompts every policy is compared on."""
+    return problems(cfg, "test", cfg.model.rlhf.task.eval_prompts)
+
+
+def new_net(cfg) -> Transformer:
+    n, d = cfg.model.rlhf.net, max(cfg.model.rlhf.task.digits)
+    return Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=2 * d + 2 + response_width(d),
+                                         n_layer=n.n_layer, n_head=n.n_head, n_embd=n.n_embd, dropout=0.0))
+
+
+def save_net(cfg, name: str, module: torch.nn.Module, *needs: str, **extra) -> Path:
+    return save_model(models_dir(cfg) / f"{name}.pt", module.state_dict(), sections(cfg, *needs), **extra)
+
+
+def load_policy(cfg, name: str, *needs: str) -> Transformer:
+    """A saved policy (``sft``, ``ppo``, ``dpo_<loss>``), frozen copy in eval mode."""
+    net = new_net(cfg)
+    net.load_state_dict(load_model(models_dir(cfg) / f"{name}.pt", sections(cfg, *needs))["state_dict"])
+    return net.eval().requires_grad_(False)
+
+
+def load_reward_model(cfg, name: str = "reward_model", needs: tuple = ("sft", "reward_model")) -> RewardModel:
+    rm = RewardModel(new_net(cfg))
+    rm.load_state_dict(load_model(models_dir(cfg) / f"{name}.pt", sections(cfg, *needs))["state_dict"])
+    return rm.eval().requires_grad_(False)
+
+
+def evaluate_policy(cfg, policy, ref, reward_model, probs: dict) -> dict[str, torch.Tensor]:
+    t = cfg.model.rlhf.task
+    return evaluate(policy, ref, reward_model, probs, width(cfg), t.temperature, True, t.format_weight, cfg.seed)
