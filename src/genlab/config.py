@@ -211,6 +211,61 @@ class ClassifierConfig:
 
 
 @dataclass
+class RandomLabelsConfig:
+    path: ClassVar[str] = "model.generalization.random_labels"
+    fractions: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.5, 0.8, 1.0])
+    pixels: list[str] = field(default_factory=lambda: ["shuffled", "random"])   # true labels, permuted pixels
+    n_train: int = 2000               # memorized training subset
+    width: int = 512                  # MLP hidden units (2 hidden layers: ~670k weights ≫ n_train)
+    epochs: int = 40                  # at most; a run stops once it fits
+    fit_accuracy: float = 0.99        # "fitted" = accuracy on its own (noisy) training labels ≥ this
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+
+    def __post_init__(self):
+        positive(self, "n_train", "width", "epochs", "lr", "batch_size", "fit_accuracy")
+        one_of(self, "pixels", ("shuffled", "random"))
+        if any(not 0.0 <= f <= 1.0 for f in self.fractions) or self.fit_accuracy > 1.0:
+            raise ConfigError(f"{self.path}.fractions and .fit_accuracy must lie in [0, 1] "
+                              f"(got {self.fractions}, {self.fit_accuracy})", "e.g. fractions=[0.0,0.5,1.0]")
+
+
+@dataclass
+class AdversarialConfig:
+    path: ClassVar[str] = "model.generalization.adversarial"
+    eps: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.3])   # L∞ radii, pixels in [0, 1]
+    pgd_steps: int = 10
+    pgd_step_scale: float = 2.5       # PGD step α = scale·ε/steps (Madry et al. 2018)
+    n_examples: int = 500             # test images attacked
+    grid_eps: float = 0.2             # ε of the original/perturbed/difference figure
+
+    def __post_init__(self):
+        positive(self, "pgd_steps", "pgd_step_scale", "n_examples", "grid_eps")
+        if any(e < 0 for e in self.eps):
+            raise ConfigError(f"{self.path}.eps must be ≥ 0 (got {self.eps})", "e.g. eps=[0.0,0.1,0.2]")
+
+
+@dataclass
+class UncertaintyConfig:
+    path: ClassVar[str] = "model.generalization.uncertainty"
+    n_bins: int = 15                  # ECE / reliability-diagram bins
+    ensemble: int = 5                 # deep-ensemble members: models/classifier/mlp.pt + (ensemble−1) reseeded
+    ood: list[str] = field(default_factory=lambda: ["rotated", "noise"])
+
+    def __post_init__(self):
+        positive(self, "n_bins", "ensemble")
+        one_of(self, "ood", ("rotated", "noise"))
+
+
+@dataclass
+class GeneralizationConfig:
+    random_labels: RandomLabelsConfig = field(default_factory=RandomLabelsConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+
+
+@dataclass
 class UNetConfig:
     """``genlab.nn.unet.UNet`` widths, shared by the flow-matching and diffusion sections."""
     path: ClassVar[str] = "model.<stage>.unet"
@@ -385,6 +440,7 @@ class RlhfConfig:
 @dataclass
 class ModelConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    generalization: GeneralizationConfig = field(default_factory=GeneralizationConfig)
     rlhf: RlhfConfig = field(default_factory=RlhfConfig)
 
 

@@ -31,19 +31,29 @@ def model_config(cfg, arch: str) -> dict:
     return {"arch": arch, **c[arch], **{k: v for k, v in c.items() if k not in ("archs", "mlp", "cnn")}}
 
 
-def train_one(cfg, arch: str, data: dict[str, torch.Tensor]) -> tuple[Classifier, dict]:
-    c = cfg.model.classifier
-    runner.seed_all(cfg)
-    module = Classifier(build(arch, c[arch]), c.lr, c.weight_decay, c.shift)
-    train = loader(data["train_x"], data["train_y"], batch_size=c.batch_size, seed=cfg.seed)
+def fit_and_test(cfg, module: Classifier, data: dict[str, torch.Tensor], *, stage: str, run: str, run_config,
+                 epochs: int, batch_size: int, callbacks: list | None = None) -> dict:
+    """Train ``module`` on ``train_x/y`` (validated on ``val_x/y`` each epoch), then test on ``test_x/y``."""
+    train = loader(data["train_x"], data["train_y"], batch_size=batch_size, seed=cfg.seed)
     val = loader(data["val_x"], data["val_y"], batch_size=1000, train=False)
-    with runner.session(cfg, stage="classifier", run=arch, run_config=[model_config(cfg, arch), cfg.data.mnist],
-                        max_epochs=c[arch].epochs) as trainer:
+    with runner.session(cfg, stage=stage, run=run, run_config=run_config, max_epochs=epochs,
+                        callbacks=callbacks) as trainer:
         runner.fit(trainer, module, train, val)
         test = trainer.test(module, loader(data["test_x"], data["test_y"], batch_size=1000, train=False),
                             verbose=False)[0]
-    return module, {"test_accuracy": test["test/acc"], "test_ece": test["test/ece"], "test_loss": test["test/loss"],
-                    "parameters": sum(p.numel() for p in module.net.parameters())}
+    return {"test_accuracy": test["test/acc"], "test_ece": test["test/ece"], "test_loss": test["test/loss"],
+            "parameters": sum(p.numel() for p in module.net.parameters())}
+
+
+def train_one(cfg, arch: str, data: dict[str, torch.Tensor], stage: str = "classifier",
+              run: str | None = None) -> tuple[Classifier, dict]:
+    """The classifier recipe for ``arch`` (``run`` names the run under ``stage``; default: the arch)."""
+    c = cfg.model.classifier
+    runner.seed_all(cfg)
+    module = Classifier(build(arch, c[arch]), c.lr, c.weight_decay, c.shift)
+    return module, fit_and_test(cfg, module, data, stage=stage, run=run or arch,
+                                run_config=[model_config(cfg, arch), cfg.data.mnist], epochs=c[arch].epochs,
+                                batch_size=c.batch_size)
 
 
 def confusion_figure(matrix: torch.Tensor, title: str) -> plt.Figure:
