@@ -87,3 +87,78 @@ def test_fit_loss_power_law_recovers_planted_constants():
     c_hat, alpha_hat = em.fit_loss_power_law(n, loss)
     assert alpha_hat == pytest.approx(alpha, abs=0.02)
     assert c_hat == pytest.approx(c, rel=0.15)
+
+
+# --- the answer-only language model ----------------------------------------------------
+
+def tiny_lm(width: int = 16):
+    from genlab.data.arithmetic import VOCAB
+    from genlab.models.arithmetic_lm import ArithmeticLM
+    from genlab.nn.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    net = Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=16, n_layer=2, n_head=2, n_embd=width))
+    return ArithmeticLM(net, lr=1e-3, weight_decay=0.0, warmup_steps=1, max_steps=10)
+
+
+def test_answer_mask_marks_answer_digits_and_eos_only():
+    from genlab.data.arithmetic import EOS, decode, tokenize
+    from genlab.models.arithmetic_lm import answer_mask
+
+    ids, prompt_len, answer_len = tokenize([7, 123], [5, 456], [2, 3], reverse=True)   # "07+05=210\n", "123+456=9750\n"
+    mask = answer_mask(prompt_len, answer_len, ids.size(1) - 1)
+    targets = ids[:, 1:]
+    assert decode(targets[0][mask[0]]) == "210\n" and decode(targets[1][mask[1]]) == "9750\n"
+    assert (targets[0][mask[0]] == EOS).sum() == 1
+
+
+def test_answer_loss_at_initialisation_is_log_vocab():
+    from genlab.data.arithmetic import VOCAB, tokenize
+
+    rng = np.random.default_rng(0)
+    ids, prompt_len, answer_len = tokenize(rng.integers(0, 100, 256), rng.integers(0, 100, 256), [2] * 256, True)
+    loss = tiny_lm().answer_nll(ids, prompt_len, answer_len)
+    assert loss.item() == pytest.approx(math.log(len(VOCAB)), abs=0.05)
+
+
+def test_score_is_consistent_per_problem():
+    """On an untrained model: exact ⇔ edit distance 0, per-digit ≥ exact, log p ≤ 0, Brier ∈ [0, 2];
+    the teacher-forced log-prob equals the transformer's own token log-probs summed over the answer."""
+    from genlab.data.arithmetic import tokenize
+
+    rng = np.random.default_rng(1)
+    ids, prompt_len, answer_len = tokenize(rng.integers(0, 1000, 64), rng.integers(0, 1000, 64), [3] * 64, True)
+    module = tiny_lm()
+    s = module.score(ids, int(prompt_len[0]), int(answer_len[0]))
+    assert torch.equal(s["exact_match"] == 1, s["edit_distance"] == 0)
+    assert (s["per_digit_accuracy"] >= s["exact_match"]).all()
+    assert (s["answer_logprob"] <= 0).all() and ((s["brier"] >= 0) & (s["brier"] <= 2)).all()
+    p = int(prompt_len[0])
+    expected = module.net.token_logprobs(ids)[:, p - 1:].sum(-1)       # targets p … end (answer + EOS)
+    assert torch.allclose(s["answer_logprob"], expected, atol=1e-5)
+
+
+# --- smoke run of the stage family -----------------------------------------------------
+
+def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
+    import json
+
+    from genlab.io import load_model
+    from genlab.stages import emergence, emergence_eval
+
+    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}")
+    for width in cfg.model.emergence.widths:                            # what each DVC foreach item runs
+        emergence.run(make_cfg(tmp_path, f"paths.data={prepared / 'data'}", f"model.emergence.only={width}"))
+    payload = load_model(tmp_path / "models" / "emergence" / "w8.pt", expect_config=emergence.model_config(cfg, 8))
+    n_layer, d = cfg.model.emergence.n_layer, 8
+    assert payload["results"]["n_params"] == n_layer * (12 * d * d + 13 * d) + 2 * d   # 12·L·d² + biases/LNs
+    emergence_eval.run(cfg)
+    metrics = json.loads((tmp_path / "reports" / "metrics" / "emergence.json").read_text())
+    assert set(metrics["sizes"]) == {"w8", "w16"}
+    for size in metrics["sizes"].values():
+        assert {"exact_match", "per_digit_accuracy", "edit_distance", "answer_logprob"} <= set(size)
+        assert size["by_digits"]["2"]["n_problems"] == 100
+    assert 0 < metrics["schaeffer"]["sizes"]["w8"]["token_p"] < 1
+    figures = {p.name for p in (tmp_path / "reports" / "figures" / "emergence").iterdir()}
+    assert {"metrics_vs_size.png", "metrics_vs_digits.png", "schaeffer_toy_model.png"} <= figures
+    assert (tmp_path / "reports" / "plots" / "emergence" / "metrics_vs_size.csv").exists()

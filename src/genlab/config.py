@@ -283,6 +283,93 @@ class UNetConfig:
 
 
 @dataclass
+class FieldTrainConfig:
+    """A ``genlab.nn.vector_field.VectorField`` and its training (model.cnf.toy|digits, model.flow_matching.toy)."""
+    path: ClassVar[str] = "model.<stage>.<data>"
+    width: int = 64
+    depth: int = 3
+    activation: str = "tanh"          # smooth only: the CNF's dopri5 stalls on kinks
+    steps: int = 1000
+    batch_size: int = 512
+    lr: float = 1e-3
+    eval_every: int = 250             # steps between test-NLL evaluations (the NLL-vs-time curve)
+
+    def __post_init__(self):
+        positive(self, "width", "depth", "steps", "batch_size", "lr", "eval_every")
+        one_of(self, "activation", ("tanh", "softplus", "silu"))
+
+
+@dataclass
+class CnfConfig:
+    path: ClassVar[str] = "model.cnf"
+    dataset: str = "gaussians8"       # toy2d set; flow_matching compares with the CNF on the same one
+    toy: FieldTrainConfig = field(default_factory=FieldTrainConfig)
+    digits: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(width=256, depth=2, steps=300))
+    rtol: float = 1e-5                # dopri5 tolerances, training and evaluation
+    atol: float = 1e-5
+    adjoint: bool = False             # true: adjoint ODE backward (O(1) memory); false: backprop through dopri5
+    weight_decay: float = 0.0
+    logit_alpha: float = 0.05         # digits: z = logit(α + (1−2α)·(pixel + u)/17)
+
+    def __post_init__(self):
+        one_of(self, "dataset", ("moons", "gaussians8", "checkerboard", "spirals"))
+        positive(self, "rtol", "atol")
+        if self.weight_decay < 0 or not 0 < self.logit_alpha < 0.5:
+            raise ConfigError(f"model.cnf: need weight_decay ≥ 0 and 0 < logit_alpha < 0.5 "
+                              f"(got {self.weight_decay}, {self.logit_alpha})", "e.g. weight_decay=0 logit_alpha=0.05")
+
+
+@dataclass
+class FlowMatchingMnistConfig:
+    """Class-conditional Gaussian → MNIST flow matching with classifier-free guidance, and its sampling runs."""
+    path: ClassVar[str] = "model.flow_matching.mnist"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 2e-3                  # peak of the one-cycle schedule
+    ema: float = 0.999                # decay of the weight average used for sampling
+    label_dropout: float = 0.2        # p(label → null) in training
+    sampler: str = "euler"            # euler | midpoint | dopri5 (for the main runs and the sweep)
+    nfe: int = 10                     # main runs' network evaluations (a guided one counts once)
+    guidance_w: float = 1.0           # ṽ = (1+w)·v(x,c) − w·v(x,∅)
+    n_samples: int = 1000             # per main run, equally many per class
+    sweep_nfe: list[int] = field(default_factory=lambda: [2, 5, 10, 20, 50])   # quality vs NFE (w = 0)
+    sweep_n: int = 1000               # samples per sweep run
+
+    def __post_init__(self):
+        positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n")
+        fraction(self, "ema", "label_dropout")
+        one_of(self, "sampler", ("euler", "midpoint", "dopri5"))
+        if self.guidance_w < 0 or min(self.sweep_nfe, default=1) < 1:
+            raise ConfigError(f"{self.path}: need guidance_w ≥ 0 and sweep_nfe ≥ 1 (got {self.guidance_w}, "
+                              f"{self.sweep_nfe})", "e.g. guidance_w=1.0 sweep_nfe=[2,5,10,20,50]")
+        if self.sampler == "midpoint" and any(n % 2 for n in [self.nfe, *self.sweep_nfe]):
+            raise ConfigError(f"{self.path}.sampler=midpoint needs even NFEs (got nfe={self.nfe}, "
+                              f"sweep_nfe={self.sweep_nfe})", "use even values or sampler=euler")
+
+
+@dataclass
+class FlowMatchingConfig:
+    path: ClassVar[str] = "model.flow_matching"
+    coupling: str = "gaussian"        # the 2D model compared with the CNF (on the CNF's dataset)
+    couplings: list[str] = field(default_factory=lambda: ["independent", "ot", "gaussian"])   # all trained in 2D
+    sigma: float = 0.0                # path noise of I-CFM / OT-CFM
+    sigma_min: float = 1e-4           # Lipman's Gaussian path: width of p_1 around the data
+    rtol: float = 1e-5                # dopri5 tolerances (likelihood, dopri5 sampler)
+    atol: float = 1e-5
+    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu"))
+    mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
+
+    def __post_init__(self):
+        one_of(self, "coupling", ("independent", "ot", "gaussian"))
+        one_of(self, "couplings", ("independent", "ot", "gaussian"))
+        positive(self, "rtol", "atol", "sigma_min")
+        if self.coupling not in self.couplings or self.sigma < 0:
+            raise ConfigError(f"model.flow_matching: coupling={self.coupling!r} must be in couplings={self.couplings}"
+                              f" and sigma ≥ 0 (got {self.sigma})", "add it to model.flow_matching.couplings")
+
+
+@dataclass
 class RlhfTaskConfig:
     """The task, the gold reward (the "human") and the noisy demonstrations."""
     path: ClassVar[str] = "model.rlhf.task"
@@ -438,10 +525,42 @@ class RlhfConfig:
 
 
 @dataclass
+class EmergenceConfig:
+    path: ClassVar[str] = "model.emergence"
+    widths: list[int] = field(default_factory=lambda: [8, 12, 16, 20, 24, 32, 48])   # model sizes (n_embd)
+    n_layer: int = 2
+    n_head: int = 2
+    only: Optional[int] = None        # train just this width (one DVC foreach item); null: every width
+    steps: int = 1200                 # the same training budget for every size
+    batch_size: int = 128
+    lr: float = 3e-3                  # peak; warmup then cosine decay to 0.1·lr
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float = 0.0
+    pos: str = "learned"              # learned absolute positions | rope
+    threads: int = 1                  # torch threads: these models are so small that more threads only add sync
+
+    def __post_init__(self):
+        positive(self, "n_layer", "n_head", "threads", "steps", "batch_size", "lr", "warmup_steps", "grad_clip")
+        fraction(self, "dropout")
+        one_of(self, "pos", ("learned", "rope"))
+        head_dim_ok = (lambda w: w % self.n_head == 0 and (self.pos == "learned" or w // self.n_head % 2 == 0))
+        if not self.widths or not all(w > 0 and head_dim_ok(w) for w in self.widths):
+            raise ConfigError(f"model.emergence.widths={self.widths} must be positive multiples of n_head="
+                              f"{self.n_head} (with an even head dimension for pos=rope)", "e.g. widths=[8,16,32]")
+        if self.only is not None:
+            one_of(self, "only", tuple(self.widths))
+
+
+@dataclass
 class ModelConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    emergence: EmergenceConfig = field(default_factory=EmergenceConfig)
     generalization: GeneralizationConfig = field(default_factory=GeneralizationConfig)
     rlhf: RlhfConfig = field(default_factory=RlhfConfig)
+    cnf: CnfConfig = field(default_factory=CnfConfig)
+    flow_matching: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
 
 
 @dataclass
