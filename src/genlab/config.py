@@ -370,6 +370,31 @@ class FlowMatchingConfig:
 
 
 @dataclass
+class DiffusionConfig:
+    """Class-conditional DDPM on MNIST (genlab.models.diffusion) and its sampling runs."""
+    path: ClassVar[str] = "model.diffusion"
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16))
+    timesteps: int = 100              # T of the forward process (DDPM ancestral sampling uses all of them)
+    schedule: str = "cosine"          # linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 2e-3                  # peak of the one-cycle schedule
+    ema: float = 0.999                # decay of the weight average used for sampling
+    label_dropout: float = 0.2        # p(label → null) in training
+    sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
+    guidance_ws: list[float] = field(default_factory=lambda: [1.0, 3.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
+    n_samples: int = 1000             # per run (DDIM and DDPM), equally many per class
+
+    def __post_init__(self):
+        positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
+        fraction(self, "ema", "label_dropout")
+        one_of(self, "schedule", ("linear", "cosine"))
+        if not self.guidance_ws or min(self.guidance_ws) <= 0 or self.sample_steps > self.timesteps:
+            raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and sample_steps ≤ timesteps "
+                              f"(got {self.guidance_ws}, {self.sample_steps})", "e.g. guidance_ws=[1,3] sample_steps=10")
+
+
+@dataclass
 class RlhfTaskConfig:
     """The task, the gold reward (the "human") and the noisy demonstrations."""
     path: ClassVar[str] = "model.rlhf.task"
@@ -561,6 +586,7 @@ class ModelConfig:
     rlhf: RlhfConfig = field(default_factory=RlhfConfig)
     cnf: CnfConfig = field(default_factory=CnfConfig)
     flow_matching: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
 @dataclass

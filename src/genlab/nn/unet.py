@@ -13,7 +13,7 @@
 
 Layout (Ho et al. 2020, Appendix B, scaled down for a CPU): sinusoidal time embedding → MLP, plus a
 learned class embedding (``n_classes + 1`` rows) added to it; per resolution one residual block
-(GroupNorm → SiLU → 3×3 conv, embedding added between the two convs); stride-2 conv down
+(GroupNorm → SiLU → 3×3 conv, twice; the embedding scales and shifts the second GroupNorm); stride-2 conv down
 28→14→7 (one level per entry of ``channel_mults``, at most 3), a middle block at the lowest
 resolution (optional self-attention there), nearest-neighbour up with skip concatenation.
 """
@@ -40,17 +40,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torc
 
 
 class ResBlock(nn.Module):
-    """``[B, c_in, H, W]`` + embedding ``[B, E]`` → ``[B, c_out, H, W]``: two convs, embedding added in between."""
+    """``[B, c_in, H, W]`` + embedding ``[B, E]`` → ``[B, c_out, H, W]``: two convs, the embedding modulating
+    the second norm as ``GN(h)·(1 + scale) + shift`` (Nichol & Dhariwal 2021's scale-shift norm; a plain
+    added bias before GroupNorm would be normalised away when a group holds one channel)."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
         super().__init__()
         self.conv1 = nn.Sequential(norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
-        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, c_out))
-        self.conv2 = nn.Sequential(norm(c_out), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out))
+        self.norm2 = norm(c_out)
+        self.conv2 = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(c_out, c_out, 3, padding=1))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(x) + self.emb(emb)[:, :, None, None]
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(self.conv1(x)) * (1 + scale) + shift
         return self.skip(x) + self.conv2(h)
 
 

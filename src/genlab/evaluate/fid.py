@@ -1,0 +1,70 @@
+"""Sample quality in the feature space of the pipeline's own MNIST CNN (no hub weights).
+
+FID (Heusel et al. 2017): ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2(Σ_r Σ_g)^{1/2}) between Gaussians fitted to
+the CNN's penultimate activations (128-D) of real and generated images — torchmetrics'
+``FrechetInceptionDistance`` with a custom ``feature`` module, which does not need torch-fidelity.
+Class accuracy: the same CNN classifies each sample; compared with the label it was generated for.
+Both take images ``[N, 28, 28]`` (or ``[N, 1, 28, 28]``) in [0, 1].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from genlab.io import load_model
+from genlab.nn.classifiers import CNN, build
+
+
+def load_cnn(cfg) -> CNN:
+    """The CNN trained by the `classifier` stage (``models/classifier/cnn.pt``), in eval mode."""
+    from genlab.stages.classifier import model_config
+
+    payload = load_model(Path(cfg.paths.models) / "classifier" / "cnn.pt", expect_config=model_config(cfg, "cnn"))
+    net = build("cnn", cfg.model.classifier.cnn)
+    net.load_state_dict(payload["state_dict"])
+    return net.eval().requires_grad_(False)
+
+
+class CNNFeatures(nn.Module):
+    """``[B, 1, 28, 28]`` in [0, 1] → penultimate CNN activations ``[B, d]``; always in eval mode."""
+
+    def __init__(self, cnn: CNN):
+        super().__init__()
+        self.cnn, self.num_features = cnn, cnn.n_features
+
+    def train(self, mode: bool = True) -> "CNNFeatures":
+        return super().train(False)        # BatchNorm/Dropout must not switch to training statistics
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn.features(x.float())
+
+
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 28, 28]`` or ``[N, 1, 28, 28]`` → float ``[N, 1, 28, 28]`` clipped to [0, 1]."""
+    x = torch.as_tensor(x).float()
+    return (x.unsqueeze(1) if x.dim() == 3 else x).clamp(0, 1)
+
+
+class SampleScorer:
+    """FID against a fixed real set (features computed once) and CNN class accuracy of samples."""
+
+    def __init__(self, cnn: CNN, real: torch.Tensor, batch_size: int = 500):
+        self.cnn, self.batch_size = cnn, batch_size
+        self.fid = FrechetInceptionDistance(feature=CNNFeatures(cnn), normalize=True, reset_real_features=False,
+                                            input_img_size=(1, 28, 28))
+        for chunk in as_images(real).split(batch_size):
+            self.fid.update(chunk, real=True)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Samples ``x`` ``[N, 28, 28]`` in [0, 1] generated for labels ``y`` ``[N]`` → {fid, accuracy, n}."""
+        self.fid.reset()                   # keeps the real statistics
+        acc = MulticlassAccuracy(self.cnn.head[-1].out_features, average="micro")
+        for xb, yb in zip(as_images(x).split(self.batch_size), torch.as_tensor(y).split(self.batch_size)):
+            self.fid.update(xb, real=False)
+            acc.update(self.cnn(xb), yb)
+        return {"fid": float(self.fid.compute()), "accuracy": float(acc.compute()), "n": len(x)}

@@ -1,0 +1,153 @@
+"""DDPM with ε-prediction (Ho et al. 2020), classifier-free guidance (Ho & Salimans 2022), DDIM sampling (Song et al. 2021).
+
+Notation (Ho et al. 2020): steps t = 1…T, β_t the noise schedule, α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s.
+Buffers are indexed ``[t − 1]``; the network sees continuous time ``t / T`` ∈ (0, 1] (``genlab.nn.unet``).
+Images live in [−1, 1]: ``x0 = 2·pixel − 1``, shape ``[B, 1, 28, 28]``.
+
+Guidance convention (stated once, used everywhere here):
+    ε̃(x, c) = (1 + w)·ε(x, c) − w·ε(x, ∅)
+w = 0 is the purely conditional model, w > 0 pushes away from the unconditional one; in the GLIDE
+convention ε̃ = ε(x, ∅) + s·(ε(x, c) − ε(x, ∅)) this is s = w + 1. For w ≠ 0 the conditional and
+unconditional inputs go through the network as ONE batch of 2B, counted as one network evaluation (NFE).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def linear_betas(T: int) -> torch.Tensor:
+    """Ho et al. 2020 §4: β linear from 1e-4 to 0.02 at T = 1000; endpoints scaled by 1000/T for other T
+    (Nichol & Dhariwal 2021's code), so ᾱ_T stays ≈ 0. Returns ``[T]`` float64."""
+    scale = 1000.0 / T
+    return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
+
+
+def cosine_betas(T: int, s: float = 0.008) -> torch.Tensor:
+    """Nichol & Dhariwal 2021 eq. 17: ᾱ_t = f(t)/f(0), f(t) = cos²(π/2 · (t/T + s)/(1 + s)); β_t = 1 − ᾱ_t/ᾱ_{t−1},
+    clipped at 0.999. Returns ``[T]`` float64."""
+    f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=0.999)
+
+
+class Diffusion(pl.LightningModule):
+    """ε-prediction DDPM around ``net(x [B,1,28,28], t [B] in [0,1], y [B]) → ε̂ [B,1,28,28]``.
+
+    ``net`` is trained; ``ema`` (its exponential moving average, decay ``ema_decay``) is what samples."""
+
+    def __init__(self, net: nn.Module, T: int = 1000, schedule: str = "cosine", p_uncond: float = 0.2,
+                 lr: float = 2e-3, ema_decay: float = 0.999, weight_decay: float = 0.0):
+        super().__init__()
+        self.net, self.T, self.p_uncond, self.lr, self.weight_decay = net, T, p_uncond, lr, weight_decay
+        self.ema, self.ema_decay = copy.deepcopy(net).requires_grad_(False), ema_decay
+        betas = {"linear": linear_betas, "cosine": cosine_betas}[schedule](T)
+        alpha_bar = torch.cumprod(1 - betas, 0)
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        for name, value in {"betas": betas, "alpha_bar": alpha_bar, "alpha_bar_prev": alpha_bar_prev,
+                            # Ho et al. eq. 7: posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I)
+                            "post_var": betas * (1 - alpha_bar_prev) / (1 - alpha_bar),
+                            "post_c0": alpha_bar_prev.sqrt() * betas / (1 - alpha_bar),
+                            "post_ct": (1 - betas).sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar)}.items():
+            self.register_buffer(name, value.float(), persistent=False)
+        self.history: list[dict] = []
+
+    # --- forward process and posterior ---------------------------------------------------
+
+    @staticmethod
+    def _at(buf: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Buffer value for integer steps ``t`` ``[B]`` (1…T) as ``[B, 1, 1, 1]``."""
+        return buf[t - 1].view(-1, 1, 1, 1)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Ho et al. eq. 4: x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε."""
+        ab = self._at(self.alpha_bar, t)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ho et al. eq. 6–7: mean μ̃_t(x_t, x0) ``[B,1,28,28]`` and variance β̃_t ``[B,1,1,1]``."""
+        return self._at(self.post_c0, t) * x0 + self._at(self.post_ct, t) * xt, self._at(self.post_var, t)
+
+    # --- training ----------------------------------------------------------------------------
+
+    def loss(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Ho et al. eq. 14 (L_simple): E ‖ε − ε_θ(x_t, t)‖², t ~ U{1…T}; labels dropped to ∅ w.p. p_uncond."""
+        t = torch.randint(1, self.T + 1, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        drop = torch.rand(y.shape, device=y.device) < self.p_uncond
+        y = torch.where(drop, torch.full_like(y, self.net.null_class), y)
+        return F.mse_loss(self.net(self.q_sample(x0, t, noise), t / self.T, y), noise)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(x.float().div(127.5).sub(1).unsqueeze(1), y)   # uint8 [B,28,28] → [−1,1] [B,1,28,28]
+        self.log("train/loss", loss, prog_bar=True)
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.history.append({"step": self.global_step, "loss": float(loss.detach())})
+        return loss
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # decay warmed up as min(d, (1+n)/(10+n)) so short runs are not dominated by the initial weights
+        n = self.global_step
+        decay = min(self.ema_decay, (1 + n) / (10 + n))
+        for e, p in zip(self.ema.parameters(), self.net.parameters()):
+            e.lerp_(p, 1 - decay)
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # One-cycle (Smith & Topin 2017): warm up to lr, then anneal to ~0 over the whole run.
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
+                                                    total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- sampling ----------------------------------------------------------------------------
+
+    def eps(self, x: torch.Tensor, t: int, y: torch.Tensor, w: float) -> torch.Tensor:
+        """Guided ε̃ = (1 + w)·ε(x, y) − w·ε(x, ∅) of the EMA net at integer step ``t``: ONE call (batch 2B if w ≠ 0)."""
+        time = torch.full((x.shape[0],), t / self.T, device=x.device)
+        if w == 0:
+            return self.ema(x, time, y)
+        null = torch.full_like(y, self.ema.null_class)
+        e_cond, e_uncond = self.ema(torch.cat([x, x]), torch.cat([time, time]), torch.cat([y, null])).chunk(2)
+        return (1 + w) * e_cond - w * e_uncond
+
+    @torch.no_grad()
+    def sample_ddpm(self, y: torch.Tensor, w: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Ancestral sampling (Ho et al. Algorithm 2) with σ_t² = β̃_t, T network evaluations.
+
+        ``y`` ``[N]`` → images ``[N, 1, 28, 28]`` in [−1, 1] (x̂0 clipped to [−1, 1] at each step)."""
+        x = torch.randn(len(y), 1, 28, 28, generator=generator).to(self.betas.device)
+        for t in range(self.T, 0, -1):
+            steps = torch.full((len(y),), t, device=x.device)
+            ab = self._at(self.alpha_bar, steps)
+            x0 = ((x - (1 - ab).sqrt() * self.eps(x, t, y, w)) / ab.sqrt()).clamp(-1, 1)   # invert eq. 4
+            mean, var = self.posterior(x0, x, steps)
+            noise = torch.randn(x.shape, generator=generator).to(x.device) if t > 1 else torch.zeros_like(x)
+            x = mean + var.sqrt() * noise
+        return x
+
+    def ddim_steps(self, n_steps: int) -> list[int]:
+        """Evenly spaced sub-sequence τ of {1…T} (Song et al. §4.2), descending from T (to 1 if n_steps > 1)."""
+        return [int(t) for t in torch.linspace(self.T, 1, n_steps, dtype=torch.float64).round()]
+
+    @torch.no_grad()
+    def sample_ddim(self, y: torch.Tensor, n_steps: int, w: float = 0.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Deterministic DDIM (Song et al. 2021 eq. 12, η = 0) over ``n_steps`` network evaluations.
+
+        x_{τ−1} = √ᾱ_{τ−1} · x̂0 + √(1 − ᾱ_{τ−1}) · ε̃, x̂0 = (x_τ − √(1 − ᾱ_τ) ε̃)/√ᾱ_τ; the last step goes to ᾱ = 1."""
+        x = torch.randn(len(y), 1, 28, 28, generator=generator).to(self.betas.device)
+        taus = self.ddim_steps(n_steps)
+        for i, t in enumerate(taus):
+            ab = self.alpha_bar[t - 1]
+            ab_next = self.alpha_bar[taus[i + 1] - 1] if i + 1 < len(taus) else torch.ones_like(ab)
+            e = self.eps(x, t, y, w)
+            x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
+            e = (x - ab.sqrt() * x0) / (1 - ab).sqrt()                  # ε consistent with the clipped x̂0
+            x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * e
+        return x

@@ -1,0 +1,166 @@
+"""DDPM/DDIM mathematics (Ho et al. 2020; Song et al. 2021), guidance convention, NFE accounting, stage smoke run."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from genlab.models.diffusion import Diffusion, cosine_betas, linear_betas
+from genlab.nn.unet import UNet
+
+
+class Counting(nn.Module):
+    """Wraps a network; counts calls and the batch sizes it saw."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.null_class, self.calls, self.batches = net, net.null_class, 0, []
+
+    def forward(self, x, t, y):
+        self.calls += 1
+        self.batches.append(len(x))
+        return self.net(x, t, y)
+
+
+class PointMassOracle(nn.Module):
+    """The exact ε-predictor when the data is the single image ``c``: ε = (x_t − √ᾱ_t c)/√(1 − ᾱ_t)."""
+
+    def __init__(self, alpha_bar: torch.Tensor, c: torch.Tensor, T: int):
+        super().__init__()
+        self.alpha_bar, self.c, self.T, self.null_class = alpha_bar, c, T, 10
+
+    def forward(self, x, t, y):
+        ab = self.alpha_bar[(t * self.T).round().long() - 1].view(-1, 1, 1, 1)
+        return (x - ab.sqrt() * self.c) / (1 - ab).sqrt()
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return Diffusion(UNet(channels=4, channel_mults=(1, 2)), T=50, schedule="linear").eval()
+
+
+def test_schedules_known_values():
+    b = linear_betas(1000)
+    assert b[0].item() == pytest.approx(1e-4) and b[-1].item() == pytest.approx(0.02)
+    ab = torch.cumprod(1 - cosine_betas(1000), 0)
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2   # noqa: E731  Nichol & Dhariwal eq. 17
+    assert ab[499].item() == pytest.approx(f(500) / f(0), rel=1e-6)
+    for schedule in ("linear", "cosine"):                       # the forward process ends at (nearly) pure noise
+        assert Diffusion(nn.Identity(), T=100, schedule=schedule).alpha_bar[-1] < 1e-3
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_closed_form_q_matches_iterating_the_forward_process(schedule):
+    """x_t = √α_t x_{t−1} + √β_t ε_t iterated from x_0 gives N(√ᾱ_t x_0, (1 − ᾱ_t) I) (Ho et al. eq. 4)."""
+    d = Diffusion(nn.Identity(), T=40, schedule=schedule)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((200_000, 1, 1, 1), 0.7, dtype=torch.float64)
+    x, mean, var = x0.clone(), 1.0, 0.0
+    for t in range(1, 41):
+        beta = d.betas[t - 1].double()
+        x = (1 - beta).sqrt() * x + beta.sqrt() * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        mean, var = mean * (1 - beta).sqrt(), (1 - beta) * var + beta             # exact moment recursion
+        ab = d.alpha_bar[t - 1].double()
+        assert mean * 0.7 == pytest.approx((ab.sqrt() * 0.7).item(), rel=1e-5)
+        assert var == pytest.approx((1 - ab).item(), rel=1e-4)
+    closed = d.q_sample(x0[:, :, :, :].float(), torch.full((len(x0),), 40), torch.randn(x0.shape, generator=g).float())
+    for sample in (x.float(), closed):                                           # Monte-Carlo moments agree too
+        assert sample.mean().item() == pytest.approx((d.alpha_bar[-1].sqrt() * 0.7).item(), abs=5e-3)
+        assert sample.var().item() == pytest.approx((1 - d.alpha_bar[-1]).item(), abs=5e-3)
+
+
+def test_posterior_matches_gaussian_bayes_rule():
+    """Ho et al. eq. 6–7 against the product of q(x_t|x_{t−1}) and q(x_{t−1}|x_0), computed from scratch."""
+    d = Diffusion(nn.Identity(), T=30, schedule="cosine")
+    x0, xt = torch.randn(29, 1, 2, 2), torch.randn(29, 1, 2, 2)
+    t = torch.arange(2, 31)                                                      # t = 1 is a point mass
+    mean, var = d.posterior(x0, xt, t)
+    betas = cosine_betas(30)
+    ab = torch.cumprod(1 - betas, 0)
+    for i, step in enumerate(t.tolist()):
+        a, b, ab_prev = 1 - betas[step - 1], betas[step - 1], ab[step - 2]
+        precision = 1 / (1 - ab_prev) + a / b                                    # prior on x_{t−1} × likelihood of x_t
+        v = 1 / precision
+        m = v * (ab_prev.sqrt() * x0[i].double() / (1 - ab_prev) + a.sqrt() * xt[i].double() / b)
+        assert var[i].item() == pytest.approx(v.item(), rel=1e-4)
+        torch.testing.assert_close(mean[i].double(), m, rtol=1e-4, atol=1e-5)
+
+
+def test_guidance_convention(tiny):
+    x, y = torch.randn(3, 1, 28, 28), torch.tensor([1, 2, 3])
+    time = torch.full((3,), 7 / 50)
+    with torch.no_grad():
+        cond, uncond = tiny.ema(x, time, y), tiny.ema(x, time, torch.full((3,), tiny.ema.null_class))
+        torch.testing.assert_close(tiny.eps(x, 7, y, 0.0), cond)                    # w = 0: purely conditional
+        torch.testing.assert_close(tiny.eps(x, 7, y, 2.0), 3 * cond - 2 * uncond, rtol=1e-4, atol=1e-4)   # s = 3
+        assert (cond - uncond).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("w", [0.0, 1.5])
+def test_samplers_call_the_network_the_stated_number_of_times(tiny, w):
+    tiny.ema = Counting(tiny.ema)
+    y = torch.arange(4)
+    assert tiny.sample_ddim(y, 7, w).shape == (4, 1, 28, 28)
+    assert tiny.ema.calls == 7 and set(tiny.ema.batches) == {8 if w else 4}    # guided: one batched call of 2B
+    tiny.ema.calls = 0
+    tiny.sample_ddpm(y, w)
+    assert tiny.ema.calls == tiny.T == 50
+    assert tiny.ddim_steps(7)[0] == 50 and tiny.ddim_steps(7)[-1] == 1 and len(set(tiny.ddim_steps(7))) == 7
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_samplers_recover_a_point_mass_with_the_exact_noise_predictor(schedule):
+    """With data = one image c, the true ε(x_t) is known; DDIM (any step count) and DDPM must return c."""
+    d = Diffusion(nn.Identity(), T=100, schedule=schedule)
+    c = torch.linspace(-0.9, 0.9, 784).view(1, 1, 28, 28)
+    d.ema = PointMassOracle(d.alpha_bar, c, d.T)
+    y = torch.zeros(3, dtype=torch.long)
+    for x in (d.sample_ddim(y, 5), d.sample_ddim(y, 100), d.sample_ddpm(y)):
+        torch.testing.assert_close(x, c.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
+
+
+def test_loss_drops_labels_with_the_stated_probability(tiny):
+    seen = []
+    tiny.net.register_forward_pre_hook(lambda module, args: seen.append(args[2]))
+    torch.manual_seed(1)
+    tiny.loss(torch.zeros(4000, 1, 28, 28), torch.zeros(4000, dtype=torch.long))
+    assert (seen[0] == tiny.net.null_class).float().mean().item() == pytest.approx(0.2, abs=0.025)   # 4σ
+
+
+def test_training_reduces_the_loss(tiny):
+    """A few AdamW steps on a fixed batch must lower L_simple (plumbing of loss and gradients)."""
+    torch.manual_seed(0)
+    x0, y = torch.rand(32, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (32,))
+    opt = torch.optim.Adam(tiny.net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        torch.manual_seed(123)                     # same t and noise each step: a deterministic objective
+        loss = tiny.loss(x0, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_stage_smoke_run(make_cfg, prepared, tmp_path):
+    from genlab.io import load_arrays, read_json
+    from genlab.stages import classifier, diffusion
+
+    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}", "model.classifier.archs=[cnn]")
+    classifier.run(cfg)
+    diffusion.run(cfg)
+    arrays, meta = load_arrays(tmp_path / "models" / "diffusion" / "samples")
+    keys = [r["key"] for r in meta["runs"]]
+    assert keys == ["ddim_w0", "ddim_w1", "ddpm_w0"] and meta["main_nfe"] == 2 and meta["best_w"] == 1.0
+    assert [r["nfe"] for r in meta["runs"]] == [2, 2, 8]
+    for k in keys:
+        x = arrays[f"{k}_x"]
+        assert x.shape == (20, 28, 28) and x.dtype.name == "float32" and 0 <= x.min() and x.max() <= 1
+        assert arrays[f"{k}_y"].tolist() == [i % 10 for i in range(20)]
+    metrics = read_json(tmp_path / "reports" / "metrics" / "diffusion.json")
+    assert metrics["runs"]["ddim_w0"]["val_n"] == 20
+    assert (tmp_path / "reports" / "figures" / "diffusion" / "samples_ddim_w1.png").exists()
