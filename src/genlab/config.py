@@ -395,6 +395,17 @@ class DiffusionConfig:
 
 
 @dataclass
+class GenerativeEvalConfig:
+    path: ClassVar[str] = "model.generative_eval"
+    n_samples: int = 1000             # per run, class-balanced: FID and accuracy always on this many
+
+    def __post_init__(self):
+        positive(self, "n_samples")
+        if self.n_samples % 10:
+            raise ConfigError(f"{self.path}.n_samples must be a multiple of 10 (got {self.n_samples})", "e.g. 1000")
+
+
+@dataclass
 class RlhfTaskConfig:
     """The task, the gold reward (the "human") and the noisy demonstrations."""
     path: ClassVar[str] = "model.rlhf.task"
@@ -587,6 +598,7 @@ class ModelConfig:
     cnf: CnfConfig = field(default_factory=CnfConfig)
     flow_matching: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    generative_eval: GenerativeEvalConfig = field(default_factory=GenerativeEvalConfig)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative_eval",
+ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative",
          "gpt", "scaling", "emergence", "rlhf"]
 PACKAGES = ["torch", "lightning", "torchmetrics", "hydra-core", "dvc", "wandb", "torchdiffeq", "scikit-learn", "numpy"]
 

@@ -1,0 +1,115 @@
+"""FID/accuracy on the pipeline CNN's features, and the generative_eval stage on tiny fake sample files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genlab.errors import GenlabError
+from genlab.evaluate.fid import SampleScorer
+from genlab.io import load_arrays, read_json, save_arrays, save_model, write_json
+from genlab.nn.classifiers import CNN
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(0)
+    return CNN(channels=4).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.zeros(300, 28, 28)
+    for i in range(300):                                    # varied smooth strokes, so features vary
+        r, c = torch.randint(4, 24, (2,), generator=g)
+        blobs[i, r - 3:r + 3, :] += 0.5
+        blobs[i, :, c - 2:c + 2] += 0.5
+    return blobs.clamp(0, 1)
+
+
+def test_fid_of_a_set_against_itself_is_zero_and_grows_with_noise(cnn, images):
+    scorer = SampleScorer(cnn, images)
+    y = torch.arange(300) % 10
+    g = torch.Generator().manual_seed(1)
+    fids = [scorer((images + s * torch.randn(images.shape, generator=g)).clamp(0, 1), y)["fid"]
+            for s in (0.05, 0.2, 0.5)]
+    assert 0 < fids[0] < fids[1] < fids[2]
+    assert abs(scorer(images, y)["fid"]) < 1e-3 * fids[0]       # (an untrained CNN: small feature scale)
+
+
+def test_fid_matches_the_closed_form_on_the_cnn_features(cnn, images):
+    """‖μ1 − μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½), computed independently with scipy."""
+    from scipy import linalg
+
+    fake = images.flip(-1) * 0.8
+    with torch.no_grad():
+        f1, f2 = (cnn.features(x.unsqueeze(1)).double().numpy() for x in (images, fake))
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    expected = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert SampleScorer(cnn, images)(fake, torch.zeros(300, dtype=torch.long))["fid"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_accuracy_counts_agreement_with_the_cnn(cnn, images):
+    with torch.no_grad():
+        pred = cnn(images.unsqueeze(1)).argmax(1)
+    scorer = SampleScorer(cnn, images)
+    assert scorer(images, pred)["accuracy"] == 1.0
+    wrong = (pred + 1) % 10
+    wrong[:75] = pred[:75]
+    assert scorer(images, wrong)["accuracy"] == pytest.approx(0.25)
+
+
+def fake_pipeline(cfg, test_x: np.ndarray, test_y: np.ndarray) -> None:
+    """What classifier/cnf/flow_matching/diffusion would leave behind, with real test images as 'good' samples."""
+    from genlab.nn.classifiers import build
+    from genlab.stages.classifier import model_config
+
+    torch.manual_seed(0)
+    models = cfg.paths.models
+    save_model(f"{models}/classifier/cnn.pt", build("cnn", cfg.model.classifier.cnn).state_dict(), model_config(cfg, "cnn"))
+    idx = np.concatenate([np.flatnonzero(test_y == k)[:2] for k in range(10)])
+    good, y = test_x[idx].astype(np.float32) / 255, test_y[idx]
+    noise = np.random.default_rng(0).uniform(0, 1, good.shape).astype(np.float32)
+    for stage, runs, main_nfe in [("flow_matching", [("euler_nfe2_w0", "euler", 2, 0.0), ("euler_nfe2_w1", "euler", 2, 1.0),
+                                                     ("euler_nfe1_w0", "euler", 1, 0.0)], 2),
+                                  ("diffusion", [("ddim_w0", "ddim", 2, 0.0), ("ddim_w1", "ddim", 2, 1.0),
+                                                 ("ddpm_w0", "ddpm", 8, 0.0)], 2)]:
+        arrays = {}
+        for key, *_ in runs:
+            arrays[f"{key}_x"] = good if key.endswith("w1") else noise
+            arrays[f"{key}_y"] = y
+        meta = [{"key": k, "sampler": s, "nfe": n, "guidance_w": w, "seconds": 0.1} for k, s, n, w in runs]
+        save_arrays(f"{models}/{stage}/samples", arrays, {"runs": meta, "main_nfe": main_nfe, "best_w": 1.0})
+    reports = cfg.paths.reports
+    write_json(f"{reports}/metrics/cnf.json", {"cnf_toy": {"test_nll": 2.9, "sec_per_iter": 0.5, "nfe": 60}})
+    write_json(f"{reports}/metrics/flow_matching.json", {"fm_toy": {"test_nll": 2.95, "sec_per_iter": 0.01},
+                                                         "fm_over_cnf_time_to_nll": 0.05})
+
+
+def test_stage_on_fake_sample_files(make_cfg, prepared, tmp_path):
+    from genlab.stages import generative_eval
+
+    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}")
+    arrays, _ = load_arrays(prepared / "data" / "mnist")
+    fake_pipeline(cfg, arrays["test_x"], arrays["test_y"])
+    generative_eval.run(cfg)
+    out = read_json(tmp_path / "reports" / "metrics" / "generative.json")
+    fm, dm = out["flow_matching"], out["diffusion"]
+    assert out["n_samples"] == 10 and fm["nfe"] == 2 and dm["steps"] == 2 and dm["ddpm_steps"] == 8
+    assert fm["guidance_w"] == dm["guidance_w"] == 1.0 and dm["sampler"] == "ddim"
+    assert fm["fid"] < fm["fid_w0"] and dm["fid"] < dm["fid_w0"]          # real digits beat uniform noise
+    assert out["cnf_toy"]["nfe"] == 60 and out["fm_over_cnf_time_to_nll"] == 0.05
+    assert out["fm_fid_le_diffusion_at_equal_nfe"] == {"w0": True, "guided": True}   # identical files: equal FID
+    for name in ("fid_vs_nfe", "accuracy_vs_guidance", "samples_flow_matching", "samples_diffusion"):
+        assert (tmp_path / "reports" / "figures" / "generative" / f"{name}.png").exists()
+    assert len((tmp_path / "reports" / "plots" / "generative" / "runs.csv").read_text().splitlines()) == 7
+
+
+def test_missing_upstream_results_name_the_stage(make_cfg, prepared, tmp_path):
+    from genlab.stages import generative_eval
+
+    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}")
+    write_json(tmp_path / "reports" / "metrics" / "cnf.json", {"cnf_toy": {}})
+    with pytest.raises(GenlabError, match="`flow_matching` stage"):
+        generative_eval.run(cfg)
