@@ -18,9 +18,10 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 def input_gradient(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """∇ₓ J(θ, x, y) for the summed cross-entropy J; ``[B, ...]`` like ``x`` (weights get no grad)."""
-    x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(net(x), y, reduction="sum")   # sum: each image's gradient is its own loss's
-    (grad,) = torch.autograd.grad(loss, x)
+    with torch.enable_grad():   # also when called under no_grad
+        x = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(net(x), y, reduction="sum")   # sum: each image's gradient is its own loss's
+        (grad,) = torch.autograd.grad(loss, x)
     return grad
 
 

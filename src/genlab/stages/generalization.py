@@ -227,7 +227,7 @@ def entropy_figure(entropies: dict[str, dict[str, torch.Tensor]], auroc: dict) -
         for kind, e in ents.items():
             label = "test digits" if kind == "in" else f"{kind} (AUROC {auroc[model][kind]:.2f})"
             ax.hist(e.numpy(), bins=bins, alpha=0.5, density=True, label=label)
-        ax.set(xlabel="predictive entropy (nats)", title=model)
+        ax.set(xlabel="predictive entropy (nats)", title="mlp deep ensemble" if model == "ensemble" else model)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("density")
     fig.tight_layout()
