@@ -1,0 +1,46 @@
+"""Direct preference optimisation without a reward model: DPO, IPO or hinge (``rl.preference``)
+on pairs, against the frozen SFT reference.
+
+Batch: chosen / rejected sequences ``[B, L]``, prompt lengths ``[B]``, response masks ``[B, R]``,
+and the reference's summed response log-probs ``[B]`` for each (precomputed once).
+h = (log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r)); β·(log π − log π_ref) is the implicit reward.
+"""
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from genlab.nn.transformer import Transformer
+from genlab.rl.preference import preference_loss
+from genlab.rl.rollout import response_logprobs
+
+
+def sequence_logprob(net: Transformer, seq: torch.Tensor, prompt_len: torch.Tensor, mask: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """Σ_k log π(y_k | x, y_<k) over the response tokens → ``[B]``."""
+    return (response_logprobs(net, seq, prompt_len, mask.shape[1], temperature) * mask).sum(1)
+
+
+class DirectPreference(pl.LightningModule):
+    def __init__(self, policy: Transformer, kind: str, beta: float, lr: float, temperature: float):
+        super().__init__()
+        self.policy, self.kind, self.beta, self.lr, self.temperature = policy, kind, beta, lr, temperature
+        self.history: list[dict] = []
+
+    def log_ratio_gap(self, batch) -> torch.Tensor:
+        seq_c, seq_r, prompt_len, mask_c, mask_r, ref_c, ref_r = batch
+        logp_c = sequence_logprob(self.policy, seq_c, prompt_len, mask_c, self.temperature)
+        logp_r = sequence_logprob(self.policy, seq_r, prompt_len, mask_r, self.temperature)
+        return (logp_c - ref_c) - (logp_r - ref_r)
+
+    def training_step(self, batch, batch_idx):
+        h = self.log_ratio_gap(batch)
+        loss = preference_loss(self.kind, h, self.beta)
+        stats = {"train/loss": loss, "rewards/accuracy": (h > 0).float().mean(), "rewards/margin": self.beta * h.mean()}
+        self.log_dict(stats, prog_bar=True)
+        if batch_idx % 25 == 0:
+            self.history.append({"step": self.global_step, **{k: float(v.detach()) for k, v in stats.items()}})
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.policy.parameters(), lr=self.lr, weight_decay=0.0)
