@@ -23,6 +23,7 @@ commands (pipeline stages; `dvc repro` runs them in order):
 utility commands:
   show      print the composed, validated config (same overrides as a stage)
   params    write the composed config to params.yaml (what DVC tracks)
+  check-sweep FILE   validate a wandb sweep file offline (parameters compose into valid configs)
 
 examples:
   genlab classifier model.classifier.epochs=3 logger.wandb.mode=disabled
@@ -98,6 +99,22 @@ def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "
         fail(str(e))
 
 
+def sweep_points(overrides: list[str]) -> list[list[str]]:
+    """Override lists that together touch every value of every swept key (one key varied at a time):
+    ``a=1,2 b=x,y`` → ``[a=1 b=x], [a=2 b=x], [a=1 b=y]`` — enough to validate a sweep before launching it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        fail(f"sweep override does not parse: {str(e).splitlines()[0]} — fix: use key=a,b or key=range(1,4)")
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [raw]
+               for raw, o in zip(overrides, parsed)]
+    base = [c[0] for c in choices]
+    return [base] + [base[:i] + [v] + base[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
+
+
 def _split(argv: list[str]) -> tuple[list[str], list[str], bool]:
     """(hydra flags, overrides, multirun?) from argv after the command."""
     flags, overrides, multirun, i = [], [], False, 0
@@ -125,6 +142,25 @@ def _flag(flags: list[str], long: str, short: str) -> str | None:
     return None
 
 
+def sweep_paths(cfg, stage: str):
+    """In a multirun, give each job its own outputs (under its Hydra job dir) and one wandb group.
+
+    Datasets stay shared; models/checkpoints/reports/logs go to ``<sweep dir>/<job>/``.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return cfg
+    job_dir = Path(hc.runtime.output_dir)
+    cfg.paths.data = str(Path(cfg.paths.data).resolve())
+    for key in ("models", "checkpoints", "reports", "logs"):
+        cfg.paths[key] = str(job_dir / key)
+    cfg.logger.wandb.group = cfg.logger.wandb.group or f"{stage}-sweep-{Path(hc.sweep.dir).name}"
+    return cfg
+
+
 def run_stage(stage: str, argv: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -134,15 +170,16 @@ def run_stage(stage: str, argv: list[str]) -> None:
 
     flags, overrides, multirun = _split(argv)
     extra_dir, name = _flag(flags, "--config-dir", "-cd"), _flag(flags, "--config-name", "-cn") or "config"
-    if not multirun:   # fail fast, as one line, before Hydra starts a run
-        compose(overrides, Path(extra_dir).resolve() if extra_dir else None, name)
+    # fail fast, as one line, before Hydra starts a run (a sweep: every swept value)
+    for point in sweep_points(overrides) if multirun else [overrides]:
+        compose(point, Path(extra_dir).resolve() if extra_dir else None, name)
     module = importlib.import_module(f"genlab.stages.{stage}")
 
     @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
     def task(cfg: DictConfig) -> None:
         quiet_logs()
         try:
-            module.run(validate(OmegaConf.to_container(cfg, resolve=True)))
+            module.run(sweep_paths(validate(OmegaConf.to_container(cfg, resolve=True)), stage))
         except GenlabError as e:
             fail(str(e))
 
@@ -161,6 +198,18 @@ def main() -> None:
         print(USAGE.format(stages="\n".join(f"  {k:<18}{v}" for k, v in stages().items())))
         return
     command, rest = argv[0], argv[1:]
+    if command == "check-sweep":
+        from genlab import sweeps
+        from genlab.errors import GenlabError
+
+        if len(rest) != 1:
+            fail("check-sweep takes one sweep file — fix: genlab check-sweep experiments/sweeps/<file>.yaml")
+        try:
+            n = sweeps.check(rest[0], compose)
+        except GenlabError as e:
+            fail(str(e))
+        print(f"[genlab] {rest[0]}: {n} parameter values compose into valid configs")
+        return
     if command in ("show", "params"):
         from omegaconf import OmegaConf
 
@@ -178,7 +227,7 @@ def main() -> None:
         return
     available = stages()
     if command not in available:
-        fail(f"unknown command '{command}' — fix: use one of {', '.join([*available, 'show', 'params'])}")
+        fail(f"unknown command '{command}' — fix: use one of {', '.join([*available, 'show', 'params', 'check-sweep'])}")
     if any(a in ("-h", "--help") for a in rest):
         print(importlib.import_module(f"genlab.stages.{command}").__doc__)
         print(f"overrides: key=value (see `genlab show`); sweeps: genlab {command} -m key=a,b")
