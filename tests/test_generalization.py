@@ -118,6 +118,21 @@ def test_pgd_stays_in_the_eps_ball_and_box_and_is_at_least_as_strong_as_fgsm(tra
     assert accuracy(net, x_adv, y) <= accuracy(net, fgsm(net, x, y, eps), y)
 
 
+def test_fgsm_training_loss_is_the_half_clean_half_adversarial_mixture():
+    """Goodfellow et al. 2015, eq. 6 with α = ½ (no shift augmentation, so the batch is deterministic)."""
+    from genlab.models.adversarial import FGSMTrained
+
+    torch.manual_seed(0)
+    net = MLP(16)
+    x_uint8, y = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8), torch.randint(10, (8,))
+    x = x_uint8.float().div(255).unsqueeze(1)
+    module = FGSMTrained(net, lr=1e-3, weight_decay=0.0, shift=0, eps=0.1)
+    module.log = lambda *args, **kwargs: None
+    expected = 0.5 * F.cross_entropy(net(x), y) + 0.5 * F.cross_entropy(net(fgsm(net.train(), x, y, 0.1)), y)
+    assert module.training_step((x_uint8, y), 0).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert module.training_step((x_uint8, y), 0).item() > F.cross_entropy(net(x), y).item()
+
+
 def test_projection_is_the_nearest_point_of_ball_and_box():
     torch.manual_seed(0)
     x, eps = torch.rand(1000), 0.1
@@ -220,7 +235,7 @@ def test_stage_smoke_writes_metrics_in_the_issue_format(make_cfg, prepared, tmp_
     assert set(rl["pixels"]) == set(g.random_labels.pixels)
     for attack in ("fgsm", "pgd"):
         assert m[attack]["eps"] == list(g.adversarial.eps)
-        assert set(m[attack]["accuracy"]) == {"mlp", "cnn"}
+        assert set(m[attack]["accuracy"]) == {"mlp", "cnn", "mlp_fgsm_trained"}
         assert all(len(v) == len(g.adversarial.eps) for v in m[attack]["accuracy"].values())
     for key in ("ece_before", "ece_after", "temperature"):
         assert set(m["calibration"][key]) == {"mlp", "cnn"}

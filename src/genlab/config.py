@@ -239,9 +239,10 @@ class AdversarialConfig:
     pgd_step_scale: float = 2.5       # PGD step α = scale·ε/steps (Madry et al. 2018)
     n_examples: int = 500             # test images attacked
     grid_eps: float = 0.2             # ε of the original/perturbed/difference figure
+    train_eps: float = 0.1            # FGSM adversarial training of the MLP recipe (Goodfellow et al. 2015)
 
     def __post_init__(self):
-        positive(self, "pgd_steps", "pgd_step_scale", "n_examples", "grid_eps")
+        positive(self, "pgd_steps", "pgd_step_scale", "n_examples", "grid_eps", "train_eps")
         if any(e < 0 for e in self.eps):
             raise ConfigError(f"{self.path}.eps must be ≥ 0 (got {self.eps})", "e.g. eps=[0.0,0.1,0.2]")
 

@@ -5,7 +5,8 @@
    and on true labels with shuffled / random pixels. Each run stops once it fits (accuracy on its
    own training labels ≥ ``fit_accuracy``); we record train/test accuracy and steps to fit.
 2. Adversarial examples against ``models/classifier/{mlp,cnn}.pt``: accuracy vs ε for FGSM and
-   PGD on ``n_examples`` test images; a grid of original / perturbed / difference images.
+   PGD on ``n_examples`` test images; a grid of original / perturbed / difference images; the
+   same curves for the MLP recipe trained adversarially (FGSM at ``train_eps``).
 3. Calibration and uncertainty: ECE and reliability diagrams before/after temperature scaling
    (fitted on the validation split); predictive entropy of an MLP deep ensemble (the trained
    classifier + reseeded copies) on test digits vs OOD inputs, summarised by AUROC.
@@ -32,6 +33,7 @@ from genlab.evaluate.adversarial import accuracy, fgsm, pgd
 from genlab.evaluate.calibration import ece, fit_temperature, reliability
 from genlab.evaluate.uncertainty import ensemble_probs, entropy, ood_auroc, ood_inputs
 from genlab.io import load_model
+from genlab.models.adversarial import FGSMTrained
 from genlab.models.classifier import Classifier, to_images
 from genlab.nn.classifiers import MLP, build
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
@@ -132,6 +134,16 @@ def adversarial(cfg, nets: dict[str, nn.Module], x: torch.Tensor, y: torch.Tenso
     rows = [{"eps": eps, **{f"{name}_{arch}": out[name]["accuracy"][arch][i] for name in attacks for arch in nets}}
             for i, eps in enumerate(a.eps)]
     return out, rows
+
+
+def adversarially_trained(cfg, data: dict[str, torch.Tensor]) -> nn.Module:
+    """The classifier's MLP recipe trained on ½ clean + ½ FGSM(``train_eps``) images."""
+    c, eps = cfg.model.classifier, cfg.model.generalization.adversarial.train_eps
+    runner.seed_all(cfg)
+    module = FGSMTrained(build("mlp", c.mlp), c.lr, c.weight_decay, c.shift, eps)
+    fit_and_test(cfg, module, data, stage=STAGE, run="mlp-fgsm-trained",
+                 run_config=[model_config(cfg, "mlp"), eps, cfg.data.mnist], epochs=c.mlp.epochs, batch_size=c.batch_size)
+    return module.net.eval()
 
 
 def accuracy_vs_eps_figure(result: dict) -> plt.Figure:
@@ -248,7 +260,8 @@ def run(cfg) -> None:
 
     a = cfg.model.generalization.adversarial
     x, y = to_images(data["test_x"][: a.n_examples]), data["test_y"][: a.n_examples]
-    attacks, rows = adversarial(cfg, nets, x, y)
+    attacked = {**nets, "mlp_fgsm_trained": adversarially_trained(cfg, data)} if "mlp" in nets else nets
+    attacks, rows = adversarial(cfg, attacked, x, y)
     metrics |= attacks
     write_csv(curves / "adversarial.csv", rows)
     save_figure(accuracy_vs_eps_figure(attacks), figures / "adversarial_accuracy.png")
