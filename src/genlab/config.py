@@ -336,7 +336,7 @@ class FlowMatchingMnistConfig:
     guidance_w: float = 1.0           # ṽ = (1+w)·v(x,c) − w·v(x,∅)
     n_samples: int = 1000             # per main run, equally many per class
     sweep_nfe: list[int] = field(default_factory=lambda: [2, 5, 10, 20, 50])   # quality vs NFE (w = 0)
-    sweep_n: int = 500                # samples per sweep run (50 per class)
+    sweep_n: int = 1000               # samples per sweep run (generative_eval scores every run on as many)
 
     def __post_init__(self):
         positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n")

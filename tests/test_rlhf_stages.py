@@ -1,0 +1,116 @@
+"""RLHF plumbing: preference JSONL input, a reward model learning a planted gold reward, and a smoke run
+of the stages sft → reward_model → ppo → dpo → overoptimization (plus the JSONL reward-model path)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from genlab.data.arithmetic import EOS, PAD, VOCAB, encode
+from genlab.data.preferences import bradley_terry_labels, read_jsonl
+from genlab.errors import GenlabError
+from genlab.nn.heads import RewardModel
+from genlab.nn.transformer import Transformer, TransformerConfig
+from genlab.rl.preference import bradley_terry_loss
+from genlab.rl.rollout import join, last_index
+
+
+@pytest.mark.parametrize("line, needle", [
+    ('{"prompt": "12+34=", "chosen": "64\\n"', "not valid JSON"),
+    ('{"prompt": "12+34=", "chosen": "640\\n"}', "needs keys prompt, chosen, rejected"),
+    ('{"prompt": "12+34=", "chosen": "64a\\n", "rejected": "650\\n"}', "outside the vocabulary"),
+    ('{"prompt": "12+34=", "chosen": "", "rejected": "650\\n"}', "must be a non-empty string"),
+    ('{"prompt": "12+34=", "chosen": "6400000000\\n", "rejected": "650\\n"}', "more than"),
+])
+def test_malformed_jsonl_is_refused_naming_the_line(tmp_path, line, needle):
+    path = tmp_path / "pairs.jsonl"
+    good = '{"prompt": "12+34=", "chosen": "640\\n", "rejected": "650\\n"}'
+    path.write_text(good + "\n\n" + line + "\n")
+    with pytest.raises(GenlabError, match=needle) as err:
+        read_jsonl(path, width=5)
+    assert f"{path}:3" in str(err.value)
+
+
+def test_jsonl_is_tokenised_with_eos_and_padding(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "12+34=", "chosen": "640\\n", "rejected": "65"}\n'
+                    '{"prompt": "1+2=", "chosen": "30\\n", "rejected": "40\\n"}\n')
+    pairs = read_jsonl(path, width=5)
+    assert pairs["prompt_len"].tolist() == [6, 4]
+    assert pairs["chosen"][0].tolist() == encode("640\n") + [PAD]
+    assert pairs["rejected"][0].tolist() == encode("65") + [EOS, PAD, PAD]
+
+
+def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs():
+    """Gold = number of 7s in a 4-digit response; BT-labelled pairs (τ = 0.2); held-out pairs ranked by gold."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+
+    def pairs(n):
+        prompts = torch.tensor([encode("12+34=")] * n)
+        prompt_len = torch.full((n,), 6)
+        y = [torch.cat([torch.randint(0, 10, (n, 4), generator=g), torch.full((n, 1), EOS)], 1) for _ in range(2)]
+        for part in y:                                                   # enrich in 7s so every count occurs
+            part[:, :4][torch.rand(n, 4, generator=g) < 0.3] = 7
+        gold = [(part == 7).sum(1).float() for part in y]
+        first = bradley_terry_labels(gold[0], gold[1], 0.2, g)
+        chosen, rejected = torch.where(first[:, None], y[0], y[1]), torch.where(first[:, None], y[1], y[0])
+        gc, gr = torch.where(first, gold[0], gold[1]), torch.where(first, gold[1], gold[0])
+        return [join(prompts, prompt_len, chosen), join(prompts, prompt_len, rejected),
+                last_index(prompt_len, chosen), last_index(prompt_len, rejected), gc - gr]
+
+    rm = RewardModel(Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=12, n_layer=1, n_head=2,
+                                                   n_embd=32)))
+    opt = torch.optim.Adam(rm.parameters(), lr=3e-3)
+    train = pairs(4000)
+    for step in range(300):
+        i = torch.randint(0, 4000, (64,), generator=g)
+        loss = bradley_terry_loss(rm(train[0][i], train[2][i]), rm(train[1][i], train[3][i]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    seq_c, seq_r, last_c, last_r, gold_diff = pairs(1000)
+    with torch.no_grad():
+        diff = rm(seq_c, last_c) - rm(seq_r, last_r)
+    strict = gold_diff != 0
+    accuracy = float(((diff > 0) == (gold_diff > 0))[strict].float().mean())
+    assert accuracy > 0.9, accuracy
+
+
+def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path):
+    from genlab.stages import dpo, overoptimization, ppo, reward_model, sft
+
+    cfg = make_cfg(prepared, f"paths.models={tmp_path / 'models'}", f"paths.reports={tmp_path / 'reports'}",
+                   f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.logs={tmp_path / 'logs'}")
+    for stage in (sft, reward_model, ppo, dpo, overoptimization):
+        stage.run(cfg)
+    reports = tmp_path / "reports"
+    summary = json.loads((reports / "metrics" / "rlhf.json").read_text())
+    assert {"reward_model", "sft", "ppo", "dpo", "ipo", "best_of_n", "overoptimization"} <= summary.keys()
+    assert {"gold_reward", "kl", "proxy_reward"} <= summary["ppo"].keys()
+    assert {"alpha", "beta"} <= summary["overoptimization"]["rl_fit"].keys()
+    assert 0.0 <= summary["sft"]["gold_reward"] <= 1.0 and 0.0 <= summary["reward_model"]["pair_accuracy"] <= 1.0
+    assert summary["best_of_n"]["n"] == [1, 2, 4, 8] and summary["best_of_n"]["kl"][0] == 0.0
+    ppo_log = (reports / "plots" / "ppo" / "train.csv").read_text().splitlines()[0]
+    for name in ("objective/kl", "objective/entropy", "objective/scores", "objective/rlhf_reward",
+                 "policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/ratio"):
+        assert name in ppo_log
+    assert (reports / "figures" / "rlhf" / "gold_vs_proxy.png").exists()
+    samples = (reports / "figures" / "rlhf" / "samples.txt").read_text()
+    assert all(name in samples for name in ("sft", "ppo", "dpo", "ipo", "hinge"))
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").rglob("*.ckpt"))
+
+    # the JSONL path: real (prompt, chosen, rejected) pairs train the reward model
+    lines = [json.dumps({"prompt": f"{a:02d}+{b:02d}=", "chosen": f"{a + b:03d}"[::-1] + "\n",
+                         "rejected": f"{(a + b + 1) % 200:03d}"[::-1] + "\n"}) for a, b in zip(range(40), range(5, 45))]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    jsonl_models = tmp_path / "jsonl_models"
+    shutil.copytree(tmp_path / "models", jsonl_models)
+    cfg = make_cfg(prepared, f"paths.models={jsonl_models}", f"paths.reports={tmp_path / 'jsonl_reports'}",
+                   f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.logs={tmp_path / 'logs'}",
+                   "model.rlhf.reward_model.source=jsonl", f"model.rlhf.reward_model.jsonl={tmp_path / 'pairs.jsonl'}")
+    reward_model.run(cfg)
+    metrics = json.loads((tmp_path / "jsonl_reports" / "metrics" / "reward_model.json").read_text())
+    assert metrics["source"] == "jsonl" and metrics["n_val_pairs"] == 8 and "pair_accuracy" not in metrics
