@@ -16,7 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative",
-         "gpt", "scaling", "emergence", "rlhf"]
+         "gpt", "scaling", "emergence", "rlhf", "sft", "reward_model",
+         "ppo", "dpo", "overoptimization"]
 PACKAGES = ["torch", "lightning", "torchmetrics", "hydra-core", "dvc", "wandb", "torchdiffeq", "scikit-learn", "numpy"]
 
 

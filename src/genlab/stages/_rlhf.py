@@ -67,7 +67,7 @@ def save_net(cfg, name: str, module: torch.nn.Module, *needs: str, **extra) -> P
 
 
 def load_policy(cfg, name: str, *needs: str) -> Transformer:
-    """A saved policy (``sft``, ``ppo``, ``dpo_<loss>``), frozen copy in eval mode."""
+    """A saved policy (``sft``, ``ppo``, ``dpo/<loss>``), frozen copy in eval mode."""
     net = new_net(cfg)
     net.load_state_dict(load_model(models_dir(cfg) / f"{name}.pt", sections(cfg, *needs))["state_dict"])
     return net.eval().requires_grad_(False)

@@ -1,7 +1,7 @@
 """Stage `dpo`: DPO, IPO and hinge losses on the reward model's preference pairs, from the SFT policy.
 
 Each loss in ``model.rlhf.dpo.losses`` trains its own copy of the SFT policy against the frozen SFT
-reference. Writes ``models/rlhf/dpo_<loss>.pt`` and ``reports/metrics/dpo.json``: gold reward and KL on
+reference. Writes ``models/rlhf/dpo/<loss>.pt`` and ``reports/metrics/dpo.json``: gold reward and KL on
 the same test prompts as PPO (95% intervals, paired gain over SFT), implicit-reward accuracy against the
 gold ordering and the labels of held-out pairs, and margins.
 """
@@ -67,7 +67,7 @@ def run(cfg) -> None:
     metrics = {"sft": summary(baseline)}
     for kind in cfg.model.rlhf.dpo.losses:
         module = train_one(cfg, kind, train)
-        _rlhf.save_net(cfg, f"dpo_{kind}", module.policy, "sft", "reward_model", "dpo")
+        _rlhf.save_net(cfg, f"dpo/{kind}", module.policy, "sft", "reward_model", "dpo")
         result = _rlhf.evaluate_policy(cfg, module.policy, ref, None, probs)
         metrics[kind] = {**summary(result, baseline), **implicit_reward_metrics(module, val, val_pairs)}
         write_csv(plots_dir(cfg, "dpo") / f"{kind}_train.csv", module.history)

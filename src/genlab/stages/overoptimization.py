@@ -147,7 +147,7 @@ def run(cfg) -> None:
     write_metrics(cfg, "overoptimization", over)
     save_figure(figure(results), figures_dir(cfg, "rlhf") / "gold_vs_proxy.png")
     policies = {"sft": sft, "ppo": _rlhf.load_policy(cfg, "ppo", "sft", "reward_model", "ppo"),
-                **{kind: _rlhf.load_policy(cfg, f"dpo_{kind}", "sft", "reward_model", "dpo")
+                **{kind: _rlhf.load_policy(cfg, f"dpo/{kind}", "sft", "reward_model", "dpo")
                    for kind in cfg.model.rlhf.dpo.losses}}
     write_text(figures_dir(cfg, "rlhf") / "samples.txt", samples_text(cfg, policies))
     write_metrics(cfg, "rlhf", summary(cfg, over))
