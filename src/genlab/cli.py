@@ -72,6 +72,7 @@ def fail(message: str) -> None:
 
 def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "config"):
     """Compose + validate like a run would (without running). Returns a plain DictConfig."""
+    import yaml
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -83,6 +84,9 @@ def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "
     try:
         with initialize_config_dir(str(primary_dir or config_dir()), version_base="1.3"):
             cfg = hydra_compose(config_name=name, overrides=overrides)
+    except yaml.YAMLError as e:
+        fail(f"a config file is not valid YAML ({' '.join(str(e).split())[:200]}) — fix: repair it, or regenerate "
+             "params.yaml with `genlab params`")
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         if lines[0].startswith("Could not override '"):   # an unknown key: report it like the schema does

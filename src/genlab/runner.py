@@ -116,6 +116,25 @@ class ResumeCursor(Callback):
         self.pending = None
 
 
+def check_hardware(cfg: DictConfig) -> None:
+    """Refuse trainer settings this machine cannot honour, before Lightning starts processes."""
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise GenlabError(f"trainer.accelerator={t.accelerator} but no CUDA device is visible",
+                          "use trainer=cpu (or experiment=cpu) on this machine")
+    if t.accelerator == "cpu" and isinstance(t.devices, int) and t.devices > (os.cpu_count() or 1):
+        raise GenlabError(f"trainer.devices={t.devices} CPU processes requested but this machine has "
+                          f"{os.cpu_count()} cores", f"use trainer.devices≤{os.cpu_count()}")
+    if cfg.logger.wandb.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
+        raise GenlabError("logger.wandb.mode=online but no wandb credentials were found",
+                          "run `wandb login` (or set WANDB_API_KEY), or use logger=wandb_offline")
+
+
+def _netrc_has_wandb() -> bool:
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
 def loggers(cfg: DictConfig, stage: str, run: str, run_hash: str) -> list[Logger]:
     out: list[Logger] = []
     log_dir = Path(cfg.paths.logs)
@@ -147,6 +166,7 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
 
     ``run_config`` is whatever the run's result depends on: its hash names the checkpoint folder.
     """
+    check_hardware(cfg)
     run_hash = section_hash(run_config, cfg.seed, cfg.trainer.precision)
     ckpt_dir = Path(cfg.paths.checkpoints) / stage / f"{run}-{run_hash}"
     logs = loggers(cfg, stage, run, run_hash)

@@ -1,0 +1,67 @@
+"""GPT method and the LM stages: schedule, windows, best-on-validation; smoke runs of gpt, gpt_scaling, scaling_fit."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from genlab.models.gpt import lr_factor, windows
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_ratio():
+    f = [lr_factor(s, warmup=10, decay_steps=100, min_ratio=0.1) for s in range(120)]
+    assert f[0] == pytest.approx(1 / 11) and f[9] == pytest.approx(10 / 11)
+    assert f[10] == pytest.approx(1.0)
+    assert f[55] == pytest.approx(0.1 + 0.5 * 0.9)                      # cosine midpoint
+    assert all(a >= b for a, b in zip(f[10:100], f[11:101]))            # monotone decay
+    assert f[100] == f[119] == pytest.approx(0.1)
+
+
+def test_windows_are_shifted_views_and_val_tiles_each_token_once():
+    ids = torch.arange(20)
+    w = windows(ids, block_size=4)
+    assert w.shape == (16, 5) and torch.equal(w[3], torch.arange(3, 8))
+    v = windows(ids, block_size=4, stride=4)
+    targets = v[:, 1:].flatten()
+    assert torch.equal(targets, torch.arange(1, 1 + len(targets)))     # every target exactly once
+
+
+def test_gpt_stage_smoke(make_cfg, prepared, tmp_path):
+    from genlab.io import load_model
+    from genlab.stages import gpt
+
+    cfg = make_cfg(prepared, f"paths.models={tmp_path}/models", f"paths.reports={tmp_path}/reports",
+                   f"paths.checkpoints={tmp_path}/ckpt", f"paths.logs={tmp_path}/logs")
+    gpt.run(cfg)
+    m = json.loads((tmp_path / "reports/metrics/gpt.json").read_text())
+    assert m["val_bpc"] == pytest.approx(m["val_loss"] / math.log(2))
+    assert m["val_loss"] < math.log(m["vocab_size"]) + 0.1 and m["tokens_per_sec"] > 0
+    history = (tmp_path / "reports/plots/gpt/curve.csv").read_text().splitlines()
+    assert len(history) == 1 + 2                                          # eval at steps 3 and 6
+    assert m["val_loss"] == pytest.approx(min(float(r.split(",")[-1]) for r in history[1:]))   # the best is kept
+    payload = load_model(tmp_path / "models/gpt/model.pt")
+    assert len(payload["vocab"]) == m["vocab_size"]
+    assert (tmp_path / "reports/figures/gpt/samples.txt").read_text().startswith("--- sample 1")
+    assert not (tmp_path / "ckpt" / "gpt").exists() or not any((tmp_path / "ckpt" / "gpt").iterdir())
+
+
+def test_gpt_scaling_and_scaling_fit_smoke(make_cfg, prepared, tmp_path):
+    from genlab.stages import gpt_scaling, scaling_fit
+
+    cfg = make_cfg(prepared, f"paths.models={tmp_path}/models", f"paths.reports={tmp_path}/reports",
+                   f"paths.checkpoints={tmp_path}/ckpt", f"paths.logs={tmp_path}/logs")
+    gpt_scaling.run(cfg)
+    rows = json.loads((tmp_path / "models/gpt_scaling/L2-W32.json").read_text())
+    assert [r["budget"] for r in rows] == [1024, 2048]                  # the largest size: extra budget 0.5
+    for r in rows:
+        assert r["C"] == 6 * r["N"] * r["D"] and r["D"] == r["steps"] * 8 * 16
+        assert r["N"] == 12 * 2 * 32**2 + 2 * (2 * 32) + 32                # 12·L·d² + LayerNorm gains (bias=False)
+    scaling_fit.run(cfg)
+    m = json.loads((tmp_path / "reports/metrics/scaling.json").read_text())
+    assert m["n_models"] == 3 and m["n_runs"] == 4
+    assert m["param_span_decades"] == pytest.approx(math.log10(rows[0]["N"] / (12 * 16**2 + 2 * 16 + 16)))
+    assert set(m["fit"]) == {"E", "A", "alpha", "B", "beta"} and set(m["fit_ci"]) >= set(m["fit"])
+    assert m["holdout"]["size"] == "L2-W32" and math.isfinite(m["holdout_rel_error"])
+    assert (tmp_path / "reports/figures/scaling/scaling_laws.png").exists()
