@@ -354,7 +354,7 @@ class FlowMatchingMnistConfig:
 class FlowMatchingConfig:
     path: ClassVar[str] = "model.flow_matching"
     coupling: str = "gaussian"        # the 2D model compared with the CNF (on the CNF's dataset)
-    couplings: list[str] = field(default_factory=lambda: ["independent", "ot", "gaussian"])   # all trained in 2D
+    couplings: list[str] = field(default_factory=lambda: ["gaussian", "ot"])   # all trained in 2D (+ "independent")
     sigma: float = 0.0                # path noise of I-CFM / OT-CFM
     sigma_min: float = 1e-4           # Lipman's Gaussian path: width of p_1 around the data
     rtol: float = 1e-5                # dopri5 tolerances (likelihood, dopri5 sampler)
