@@ -569,18 +569,18 @@ class RlhfConfig:
 @dataclass
 class EmergenceConfig:
     path: ClassVar[str] = "model.emergence"
-    widths: list[int] = field(default_factory=lambda: [8, 12, 16, 20, 24, 32, 48])   # model sizes (n_embd)
+    widths: list[int] = field(default_factory=lambda: [8, 12, 16, 24, 32, 48])   # model sizes (n_embd)
     n_layer: int = 2
     n_head: int = 2
     only: Optional[int] = None        # train just this width (one DVC foreach item); null: every width
-    steps: int = 1200                 # the same training budget for every size
+    steps: int = 1000                 # the same training budget for every size
     batch_size: int = 128
-    lr: float = 3e-3                  # peak; warmup then cosine decay to 0.1·lr
+    lr: float = 1e-2                  # peak; warmup then cosine decay to 0.1·lr
     warmup_steps: int = 100
-    weight_decay: float = 0.1
+    weight_decay: float = 0.0
     grad_clip: float = 1.0
     dropout: float = 0.0
-    pos: str = "learned"              # learned absolute positions | rope
+    pos: str = "rope"                 # rope | learned absolute positions
     threads: int = 1                  # torch threads: these models are so small that more threads only add sync
 
     def __post_init__(self):
