@@ -172,12 +172,12 @@ def test_stage_smoke_run(make_cfg, prepared, tmp_path):
     diffusion.run(cfg)
     arrays, meta = load_arrays(tmp_path / "models" / "diffusion" / "samples")
     keys = [r["key"] for r in meta["runs"]]
-    assert keys == ["ddim_w0", "ddim_w1", "ddpm_w0"] and meta["main_nfe"] == 2 and meta["best_w"] == 1.0
-    assert [r["nfe"] for r in meta["runs"]] == [2, 2, 8]
+    assert keys == ["ddim2_w0", "ddim2_w1", "ddim1_w0", "ddpm8_w0"] and meta["main_nfe"] == 2 and meta["best_w"] == 1.0
+    assert [r["nfe"] for r in meta["runs"]] == [2, 2, 1, 8]
     for k in keys:
         x = arrays[f"{k}_x"]
         assert x.shape == (20, 28, 28) and x.dtype.name == "float32" and 0 <= x.min() and x.max() <= 1
         assert arrays[f"{k}_y"].tolist() == [i % 10 for i in range(20)]
     metrics = read_json(tmp_path / "reports" / "metrics" / "diffusion.json")
-    assert metrics["runs"]["ddim_w0"]["val_n"] == 20
-    assert (tmp_path / "reports" / "figures" / "diffusion" / "samples_ddim_w1.png").exists()
+    assert metrics["runs"]["ddim2_w0"]["val_n"] == 20
+    assert (tmp_path / "reports" / "figures" / "diffusion" / "samples_ddim2_w1.png").exists()

@@ -162,3 +162,17 @@ def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
     figures = {p.name for p in (tmp_path / "reports" / "figures" / "emergence").iterdir()}
     assert {"metrics_vs_size.png", "metrics_vs_digits.png", "schaeffer_toy_model.png"} <= figures
     assert (tmp_path / "reports" / "plots" / "emergence" / "metrics_vs_size.csv").exists()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"only": 20}, "model.emergence.only=20 is not allowed"),
+    ({"widths": [8, 15]}, "must be positive multiples of n_head=2"),
+    ({"steps": 0}, "model.emergence.steps must be > 0"),
+])
+def test_emergence_config_is_validated(override, needle):
+    from genlab.config import validate
+    from genlab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        validate({"model": {"emergence": override}})
+    assert needle in str(err.value) and "fix:" in str(err.value)

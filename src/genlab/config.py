@@ -388,6 +388,7 @@ class DiffusionConfig:
     ema: float = 0.999                # decay of the weight average used for sampling
     label_dropout: float = 0.2        # p(label → null) in training
     sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
+    sweep_steps: list[int] = field(default_factory=lambda: [5, 20])   # extra DDIM step counts (w = 0): quality vs NFE
     guidance_ws: list[float] = field(default_factory=lambda: [1.0, 3.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
     n_samples: int = 1000             # per run (DDIM and DDPM), equally many per class
 
@@ -395,8 +396,9 @@ class DiffusionConfig:
         positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
         fraction(self, "ema", "label_dropout")
         one_of(self, "schedule", ("linear", "cosine"))
-        if not self.guidance_ws or min(self.guidance_ws) <= 0 or self.sample_steps > self.timesteps:
-            raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and sample_steps ≤ timesteps "
+        if not self.guidance_ws or min(self.guidance_ws) <= 0 or max([self.sample_steps, *self.sweep_steps]) > self.timesteps \
+                or min(self.sweep_steps, default=1) < 1:
+            raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and 1 ≤ sample_steps, sweep_steps ≤ timesteps "
                               f"(got {self.guidance_ws}, {self.sample_steps})", "e.g. guidance_ws=[1,3] sample_steps=10")
 
 

@@ -12,14 +12,13 @@ log-probability, Brier score and token count (``genlab.evaluate.emergence``).
 """
 from __future__ import annotations
 
-import math
-
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
 from genlab.data.arithmetic import EOS, decode
 from genlab.evaluate import emergence as em
+from genlab.models.gpt import lr_factor
 from genlab.nn.transformer import Transformer
 
 
@@ -55,14 +54,8 @@ class ArithmeticLM(pl.LightningModule):
         rest = [p for p in self.net.parameters() if p.dim() < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
                                  {"params": rest, "weight_decay": 0.0}], lr=self.lr, betas=(0.9, 0.98))
-
-        def schedule(step: int) -> float:   # linear warmup, then cosine to 0.1·lr (Loshchilov & Hutter 2017)
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(   # linear warmup, cosine to 0.1·lr (the GPT stage's schedule)
+            opt, lambda step: lr_factor(step, self.warmup_steps, self.max_steps, 0.1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @torch.no_grad()

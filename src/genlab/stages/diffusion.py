@@ -2,9 +2,9 @@
 
 Trains ``genlab.models.diffusion.Diffusion`` on the shared U-Net, then samples ``n_samples`` images
 (equally many per class, the same initial noise for every run):
-  * ``ddim_w<w>``: DDIM (η = 0) with ``sample_steps`` network evaluations (= flow matching's main NFE),
-    for w = 0 and each w in ``guidance_ws``;
-  * ``ddpm_w0``: ancestral DDPM with all T steps, the reference.
+  * ``ddim<k>_w<w>``: DDIM (η = 0) with k = ``sample_steps`` network evaluations (= flow matching's main
+    NFE) for w = 0 and each w in ``guidance_ws``, and k in ``sweep_steps`` at w = 0 (quality vs NFE);
+  * ``ddpm<T>_w0``: ancestral DDPM with all T steps, the reference.
 The guidance weight ``best_w`` is chosen by FID against the *validation* images (the test images are
 kept for `generative_eval`). Writes ``models/diffusion/{unet.pt, samples.npz}``,
 ``reports/metrics/diffusion.json``, ``reports/plots/diffusion/`` and ``reports/figures/diffusion/``.
@@ -43,10 +43,11 @@ def sample_runs(cfg, module: Diffusion) -> tuple[dict[str, np.ndarray], list[dic
     """Every sampling run: arrays ``<key>_x`` [N,28,28] float32 in [0,1], ``<key>_y`` [N] int64; run records."""
     c = cfg.model.diffusion
     y = torch.arange(c.n_samples) % 10
-    plan = [("ddim", c.sample_steps, w) for w in [0.0, *c.guidance_ws]] + [("ddpm", c.timesteps, 0.0)]
+    plan = [("ddim", c.sample_steps, w) for w in [0.0, *c.guidance_ws]] + \
+        [("ddim", k, 0.0) for k in c.sweep_steps if k != c.sample_steps] + [("ddpm", c.timesteps, 0.0)]
     arrays, runs = {}, []
     for sampler, nfe, w in plan:
-        key = f"{sampler}_w{w:g}"
+        key = f"{sampler}{nfe}_w{w:g}"
         gen = torch.Generator().manual_seed(cfg.seed)      # common random numbers across runs
         start = time.perf_counter()
         x = module.sample_ddim(y, nfe, w, gen) if sampler == "ddim" else module.sample_ddpm(y, w, gen)
@@ -76,9 +77,10 @@ def run(cfg) -> None:
     figures, curves = figures_dir(cfg, "diffusion"), plots_dir(cfg, "diffusion")
     write_csv(curves / "loss.csv", module.history)
     write_csv(curves / "guidance.csv", [{"guidance_w": r["guidance_w"], "val_fid": r["val_fid"],
-                                         "val_accuracy": r["val_accuracy"]} for r in runs if r["sampler"] == "ddim"])
+                                         "val_accuracy": r["val_accuracy"]} for r in runs
+                                        if r["sampler"] == "ddim" and r["nfe"] == c.sample_steps])
     for r in runs:
-        if r["guidance_w"] in (0.0, best_w):
+        if r["guidance_w"] in (0.0, best_w) and r["nfe"] in (c.sample_steps, c.timesteps):
             picks = np.concatenate([np.flatnonzero(arrays[f"{r['key']}_y"] == k)[:10] for k in range(10)])
             save_figure(image_grid(arrays[f"{r['key']}_x"][picks], nrow=10,
                                    title=f"diffusion {r['sampler']}, {r['nfe']} NFE, w={r['guidance_w']:g} "
