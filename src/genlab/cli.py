@@ -42,15 +42,16 @@ def config_dir() -> Path:
              "or set GENLAB_CONFIG_DIR")
 
 
-def stages() -> dict[str, str]:
-    """Stage name → first line of its module docstring."""
+def stages(describe: bool = False) -> dict[str, str]:
+    """Stage name → first line of its module docstring (imported only when ``describe``)."""
     import genlab.stages
 
     out = {}
     for info in pkgutil.iter_modules(genlab.stages.__path__):
-        if not info.name.startswith("_"):
-            doc = importlib.import_module(f"genlab.stages.{info.name}").__doc__ or ""
-            out[info.name] = doc.strip().splitlines()[0] if doc.strip() else ""
+        if info.name.startswith("_"):
+            continue
+        doc = (importlib.import_module(f"genlab.stages.{info.name}").__doc__ or "").strip() if describe else ""
+        out[info.name] = doc.splitlines()[0] if doc else ""
     return out
 
 
@@ -199,7 +200,7 @@ def run_stage(stage: str, argv: list[str]) -> None:
 def main() -> None:
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(stages="\n".join(f"  {k:<18}{v}" for k, v in stages().items())))
+        print(USAGE.format(stages="\n".join(f"  {k:<18}{v}" for k, v in stages(describe=True).items())))
         return
     command, rest = argv[0], argv[1:]
     if command == "check-sweep":

@@ -73,6 +73,12 @@ class Classifier(pl.LightningModule):
                              "train_loss": float(m.get("train/loss", float("nan"))),
                              "val_loss": float(m["val/loss"]), "val_accuracy": float(m["val/acc"])})
 
+    def on_save_checkpoint(self, checkpoint):   # curves survive an interrupted-then-resumed run
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint):
+        self.history = checkpoint.get("history", [])
+
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         # One-cycle (Smith & Topin 2017): warm up to lr, then anneal to ~0 over the whole run.
