@@ -474,6 +474,7 @@ class RewardModelConfig:
     label_temperature: float = 0.1    # BT labels: P(y1 ≻ y2) = σ((gold1 − gold2) / τ)
     margin: float = 0.0               # loss margin m = margin·|gold_c − gold_r| (0: plain BT)
     center: float = 0.01              # reward-centering coefficient η·(r_c + r_r)²
+    extra_layers: int = 2             # fresh blocks on top of the SFT transformer (compare, then aggregate)
     steps: int = 500
     batch_size: int = 128
     lr: float = 1e-3
@@ -482,8 +483,9 @@ class RewardModelConfig:
     def __post_init__(self):
         one_of(self, "source", ("generated", "jsonl"))
         positive(self, "pairs", "val_pairs", "label_temperature", "steps", "batch_size", "lr", "norm_samples")
-        if self.margin < 0 or self.center < 0:
-            raise ConfigError(f"{self.path}: margin and center must be ≥ 0", "e.g. margin=0 center=0.01")
+        if self.margin < 0 or self.center < 0 or self.extra_layers < 0:
+            raise ConfigError(f"{self.path}: margin, center and extra_layers must be ≥ 0",
+                              "e.g. margin=0 center=0.01 extra_layers=2")
         if self.source == "jsonl" and not self.jsonl:
             raise ConfigError(f"{self.path}.source=jsonl needs {self.path}.jsonl",
                               f"set {self.path}.jsonl=/path/to/pairs.jsonl")

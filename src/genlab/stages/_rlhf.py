@@ -56,10 +56,23 @@ def eval_problems(cfg) -> dict[str, torch.Tensor]:
     return problems(cfg, "test", cfg.model.rlhf.task.eval_prompts)
 
 
-def new_net(cfg) -> Transformer:
+def new_net(cfg, extra_layers: int = 0) -> Transformer:
     n, d = cfg.model.rlhf.net, max(cfg.model.rlhf.task.digits)
     return Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=2 * d + 2 + response_width(d),
-                                         n_layer=n.n_layer, n_head=n.n_head, n_embd=n.n_embd, dropout=0.0))
+                                         n_layer=n.n_layer + extra_layers, n_head=n.n_head, n_embd=n.n_embd,
+                                         dropout=0.0))
+
+
+def new_reward_model(cfg, sft_state: dict | None = None) -> RewardModel:
+    """The SFT transformer plus ``reward_model.extra_layers`` fresh blocks on top (where the answer the SFT
+    layers compute can be compared with the response), and the scalar head; SFT weights if given."""
+    rm = RewardModel(new_net(cfg, cfg.model.rlhf.reward_model.extra_layers))
+    if sft_state is not None:
+        missing, unexpected = rm.backbone.load_state_dict(sft_state, strict=False)
+        fresh = {f"blocks.{i}." for i in range(cfg.model.rlhf.net.n_layer, len(rm.backbone.blocks))}
+        if unexpected or any(not k.startswith(tuple(fresh)) for k in missing):
+            raise GenlabError("the SFT weights do not fit the reward model", "re-run `genlab sft` with this config")
+    return rm
 
 
 def save_net(cfg, name: str, module: torch.nn.Module, *needs: str, **extra) -> Path:
@@ -74,7 +87,7 @@ def load_policy(cfg, name: str, *needs: str) -> Transformer:
 
 
 def load_reward_model(cfg, name: str = "reward_model", needs: tuple = ("sft", "reward_model")) -> RewardModel:
-    rm = RewardModel(new_net(cfg))
+    rm = new_reward_model(cfg)
     rm.load_state_dict(load_model(models_dir(cfg) / f"{name}.pt", sections(cfg, *needs))["state_dict"])
     return rm.eval().requires_grad_(False)
 

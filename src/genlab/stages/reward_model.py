@@ -1,7 +1,8 @@
 """Stage `reward_model`: preference pairs from the SFT policy, labelled by the gold reward through
 Bradley–Terry (or read from JSONL), and a reward model trained on them.
 
-The reward model is the SFT transformer plus a scalar head read at the last token, trained with
+The reward model is the SFT transformer plus ``extra_layers`` fresh blocks and a scalar head read at
+the last token, trained with
 −log σ(r_c − r_r − m) + η(r_c + r_r)², then shifted/scaled to mean 0 / std 1 on SFT samples.
 Writes ``models/rlhf/preferences.npz`` (the pairs DPO and over-optimization reuse),
 ``models/rlhf/reward_model.pt`` and ``reports/metrics/reward_model.json``: held-out pair accuracy
@@ -103,8 +104,7 @@ def fit_reward_model(cfg, train: dict, steps: int, run: str, sft_state: dict, no
     r = cfg.model.rlhf.reward_model
     runner.seed_all(cfg)
     _rlhf.setup(cfg)
-    model = RewardModel(_rlhf.new_net(cfg))
-    model.backbone.load_state_dict(sft_state)
+    model = _rlhf.new_reward_model(cfg, sft_state)
     margin = r.margin * (train["gold_chosen"] - train["gold_rejected"]).abs().nan_to_num(0.0)
     data = loader(*model_inputs(train), margin, batch_size=r.batch_size, seed=cfg.seed, batches_per_epoch=steps)
     module = RewardModelling(model, r.lr, r.center)
