@@ -43,7 +43,16 @@ def test_jsonl_is_tokenised_with_eos_and_padding(tmp_path):
     assert pairs["rejected"][0].tolist() == encode("65") + [EOS, PAD, PAD]
 
 
-def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs():
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread (more only add synchronisation); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs(one_thread):
     """Gold = number of 7s in a 4-digit response; BT-labelled pairs (τ = 0.2); held-out pairs ranked by gold."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -79,7 +88,7 @@ def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs():
     assert accuracy > 0.9, accuracy
 
 
-def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path):
+def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path, one_thread):
     from genlab.stages import dpo, overoptimization, ppo, reward_model, sft
 
     cfg = make_cfg(prepared, f"paths.models={tmp_path / 'models'}", f"paths.reports={tmp_path / 'reports'}",
