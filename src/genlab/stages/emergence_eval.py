@@ -86,6 +86,7 @@ def metric_panels(sizes: list[dict], metrics: tuple[str, ...], by: str) -> plt.F
                         ms=3, label=f"w{s['width']} (N={s['n_params']})")
             ax.set(xlabel="digits per operand", xticks=[int(d) for d in digits])
         ax.set(title=LABELS[metric])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())   # log axis: label decades only
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"emergence on addition: every metric vs {'model size' if by == 'size' else 'digits'}")
@@ -109,6 +110,7 @@ def schaeffer_figure(sizes: list[dict], toy: dict) -> plt.Figure:
         ax_em.plot(grid, em.toy_exact_match(em.token_p((grid / law["c"]) ** law["alpha"]), length), ":", color=colour)
     ax_em.set(xscale="log", xlabel="N", title="exact match: measured vs toy model (dotted: power-law loss)")
     for ax in (ax_loss, ax_em):
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
