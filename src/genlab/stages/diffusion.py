@@ -62,12 +62,12 @@ def sample_runs(cfg, module: Diffusion) -> tuple[dict[str, np.ndarray], list[dic
 def run(cfg) -> None:
     c = cfg.model.diffusion
     data = load_mnist(cfg)
+    scorer = SampleScorer(load_cnn(cfg), data["val_x"].float() / 255)     # w is selected on validation images
     module, train_seconds = train(cfg, data)
     out = Path(cfg.paths.models) / "diffusion"
     save_model(out / "unet.pt", module.ema.state_dict(), OmegaConf.to_container(c, resolve=True))
     arrays, runs = sample_runs(cfg, module)
 
-    scorer = SampleScorer(load_cnn(cfg), data["val_x"].float() / 255)     # selection on validation images
     for r in runs:
         r.update({f"val_{k}": v for k, v in scorer(arrays[f"{r['key']}_x"], arrays[f"{r['key']}_y"]).items()})
     guided = [r for r in runs if r["sampler"] == "ddim" and r["guidance_w"] > 0]
