@@ -90,12 +90,14 @@ def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "
              "params.yaml with `genlab params`")
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        if lines[0].startswith("Could not override '"):   # an unknown key: report it like the schema does
+        if lines[0].startswith("Could not override '"):   # not in the composition: unknown to the schema too?
             key = lines[0].split("'")[1]
             try:
                 validate(OmegaConf.from_dotlist([f"{key}=0"]))
             except GenlabError as err:
-                fail(str(err))
+                if str(err).startswith("unknown config key"):
+                    fail(str(err))
+            fail(f"'{key}' is not in the composed config — fix: add it with +{key}=…, or check `genlab show`")
         fail(f"{' / '.join(lines[:2])} — fix: check the override against `genlab show` "
              "(append a new key with +key=value)")
     try:
