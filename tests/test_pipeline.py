@@ -63,3 +63,14 @@ def test_forced_repro_gives_identical_metrics(smoke_repo):
     before = metrics(smoke_repo)
     sh("dvc", "repro", "-f", cwd=smoke_repo)
     assert metrics(smoke_repo) == before
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_recomposes_params_through_hydra(smoke_repo):
+    """`dvc exp run -S key=value` recomposes params.yaml from experiments/ (DVC's Hydra integration)."""
+    sh("git", "add", "-A", cwd=smoke_repo)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke", cwd=smoke_repo)
+    sh("dvc", "exp", "run", "-n", "wider", "-S", "experiment=smoke", "-S", "model.classifier.mlp.width=24",
+       cwd=smoke_repo)
+    shown = sh("dvc", "exp", "show", "--json", cwd=smoke_repo).stdout
+    assert "wider" in shown and "24" in shown
