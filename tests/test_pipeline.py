@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-IGNORE = shutil.ignore_patterns(".venv", ".git", "data", "models", "checkpoints", "logs", "figures", "wandb",
-                                "outputs", "multirun", "__pycache__", "*.egg-info", "index.html", "report.md")
+ANYWHERE = shutil.ignore_patterns(".venv", ".git", "wandb", "outputs", "multirun", "__pycache__", "*.egg-info")
+AT_ROOT = {"data", "models", "checkpoints", "logs"}          # outputs; experiments/data/ etc. must stay
+
+
+def IGNORE(directory: str, names: list[str]) -> set[str]:
+    skip = set(ANYWHERE(directory, names))
+    if Path(directory) == ROOT:
+        skip |= AT_ROOT & set(names)
+    if Path(directory) == ROOT / "reports":
+        skip |= {"figures", "index.html", "report.md"} & set(names)
+    return skip
 
 
 def sh(*cmd: str, cwd: Path) -> subprocess.CompletedProcess:
