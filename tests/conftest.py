@@ -80,3 +80,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
 
     return subprocess.run([sys.executable, "-m", "genlab.cli", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def without_timing(metrics):
+    """Metrics minus wall-clock figures (tokens/s, seconds), which legitimately differ between runs."""
+    if isinstance(metrics, dict):
+        return {k: without_timing(v) for k, v in metrics.items()
+                if not any(t in k for t in ("per_sec", "seconds", "sec_per", "time"))}
+    return metrics

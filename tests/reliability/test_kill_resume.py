@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import without_timing
 
 CASES = {
     "classifier": ["model.classifier.archs=[mlp]", "model.classifier.mlp.epochs=4"],
@@ -53,12 +53,5 @@ def test_kill_9_then_rerun_resumes_to_the_same_metrics(stage, prepared, tmp_path
     resumed = run(command(stage, killed, data), tmp_path)
     assert "resuming from" in resumed.stdout
     after = json.loads((killed / "reports" / "metrics" / f"{stage}.json").read_text())
-    assert _without_timing(after) == _without_timing(reference)
+    assert without_timing(after) == without_timing(reference)
 
-
-def _without_timing(metrics):
-    """Wall-clock figures (tokens/s, seconds) legitimately differ between runs."""
-    if isinstance(metrics, dict):
-        return {k: _without_timing(v) for k, v in metrics.items()
-                if not any(t in k for t in ("per_sec", "seconds", "sec_per", "time"))}
-    return metrics
