@@ -123,3 +123,19 @@ def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path, one_thread):
     reward_model.run(cfg)
     metrics = json.loads((tmp_path / "jsonl_reports" / "metrics" / "reward_model.json").read_text())
     assert metrics["source"] == "jsonl" and metrics["n_val_pairs"] == 8 and "pair_accuracy" not in metrics
+
+
+def test_sft_gives_the_same_weights_in_two_fresh_processes(prepared, tmp_path):
+    """torch starts every process from a random seed; the CLI seeds before a stage builds its networks
+    (the base transformer here is built before its training run seeds), so two processes agree bit for bit."""
+    from conftest import run_cli
+
+    weights = []
+    for i in range(2):
+        paths = [f"paths.data={prepared / 'data'}", *(f"paths.{k}={tmp_path / str(i) / k}"
+                                                    for k in ("models", "checkpoints", "reports", "logs"))]
+        done = run_cli("sft", "experiment=smoke", "logger=disabled", *paths)
+        assert done.returncode == 0, done.stderr[-2000:]
+        weights.append(torch.load(tmp_path / str(i) / "models" / "rlhf" / "sft.pt", weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

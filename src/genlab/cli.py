@@ -174,6 +174,7 @@ def run_stage(stage: str, argv: list[str]) -> None:
 
     from genlab.config import validate
     from genlab.errors import GenlabError
+    from genlab.runner import seed_all
 
     flags, overrides, multirun = _split(argv)
     extra_dir, name = _flag(flags, "--config-dir", "-cd"), _flag(flags, "--config-name", "-cn") or "config"
@@ -186,7 +187,11 @@ def run_stage(stage: str, argv: list[str]) -> None:
     def task(cfg: DictConfig) -> None:
         quiet_logs()
         try:
-            module.run(sweep_paths(validate(OmegaConf.to_container(cfg, resolve=True)), stage))
+            cfg = sweep_paths(validate(OmegaConf.to_container(cfg, resolve=True)), stage)
+            # torch's start-up seed is random: seed before the stage builds anything (networks made
+            # before a training run's own seed_all would otherwise differ from process to process)
+            seed_all(cfg)
+            module.run(cfg)
         except GenlabError as e:
             fail(str(e))
 
