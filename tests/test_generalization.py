@@ -12,7 +12,7 @@ from torch import nn
 
 from genlab.data.corrupt import randomize_labels, shuffle_pixels
 from genlab.evaluate.adversarial import accuracy, fgsm, input_gradient, pgd, project
-from genlab.evaluate.calibration import ece, fit_temperature, reliability
+from genlab.evaluate.calibration import ece, ece_change_ci, fit_temperature, reliability
 from genlab.evaluate.uncertainty import ensemble_probs, entropy, ood_auroc, ood_inputs
 from genlab.io import load_arrays
 from genlab.nn.classifiers import MLP
@@ -173,6 +173,17 @@ def test_reliability_bins_reproduce_torchmetrics_ece():
             assert b["bin_lo"] <= b["confidence"] <= b["bin_hi"]
 
 
+def test_ece_change_interval_covers_zero_for_no_change_and_excludes_it_for_a_real_fix():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (2000,))
+    logits = torch.randn(2000, 10) * 2 + 3 * F.one_hot(labels, 10)
+    probs = (logits / 0.4).softmax(-1)                       # overconfident by a factor 2.5 in temperature
+    lo, hi = ece_change_ci(probs, probs, labels)
+    assert lo == hi == 0.0                                   # same probabilities: every resample agrees
+    lo, hi = ece_change_ci(probs, logits.softmax(-1), labels)
+    assert hi < 0                                            # undoing the temperature lowers ECE, surely
+
+
 def test_temperature_fit_recovers_a_planted_temperature():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(20_000, 10, generator=g) * 4
@@ -237,8 +248,8 @@ def test_stage_smoke_writes_metrics_in_the_issue_format(make_cfg, prepared, tmp_
         assert m[attack]["eps"] == list(g.adversarial.eps)
         assert set(m[attack]["accuracy"]) == {"mlp", "cnn", "mlp_fgsm_trained"}
         assert all(len(v) == len(g.adversarial.eps) for v in m[attack]["accuracy"].values())
-    for key in ("ece_before", "ece_after", "temperature"):
-        assert set(m["calibration"][key]) == {"mlp", "cnn"}
+    for key in ("ece_before", "ece_after", "temperature", "ece_change_ci95"):
+        assert set(m["calibration"][key]) == {"mlp", "cnn", "mlp_memorizer"}
     assert 0.0 <= m["ood_auroc"] <= 1.0 and m["ood"]["members"] == g.uncertainty.ensemble
     figures = {p.name for p in (tmp_path / "reports" / "figures" / "generalization").glob("*.png")}
     assert {"random_labels.png", "adversarial_accuracy.png", "adversarial_cnn.png", "reliability_mlp.png",

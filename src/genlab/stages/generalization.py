@@ -8,7 +8,9 @@
    PGD on ``n_examples`` test images; a grid of original / perturbed / difference images; the
    same curves for the MLP recipe trained adversarially (FGSM at ``train_eps``).
 3. Calibration and uncertainty: ECE and reliability diagrams before/after temperature scaling
-   (fitted on the validation split); predictive entropy of an MLP deep ensemble (the trained
+   (fitted on the validation split, with a paired-bootstrap 95% interval of the ECE change) for the
+   classifiers and for the unregularized clean-label memorizer of 1 (Guo et al.'s overconfident
+   case: no augmentation, no weight decay); predictive entropy of an MLP deep ensemble (the trained
    classifier + reseeded copies) on test digits vs OOD inputs, summarised by AUROC.
 
 Writes ``reports/metrics/generalization.json``, ``reports/plots/generalization/*.csv`` and
@@ -30,7 +32,7 @@ from genlab import runner
 from genlab.data.corrupt import randomize_labels, shuffle_pixels
 from genlab.errors import GenlabError
 from genlab.evaluate.adversarial import accuracy, fgsm, pgd
-from genlab.evaluate.calibration import ece, fit_temperature, reliability
+from genlab.evaluate.calibration import ece, ece_change_ci, fit_temperature, reliability
 from genlab.evaluate.uncertainty import ensemble_probs, entropy, ood_auroc, ood_inputs
 from genlab.io import load_model
 from genlab.models.adversarial import FGSMTrained
@@ -53,7 +55,7 @@ def load_classifier(cfg, arch: str) -> nn.Module:
 
 # --- 1. random labels ----------------------------------------------------------------------
 
-def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, list[dict]]:
+def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, list[dict], nn.Module]:
     """Train the wide MLP on (train_x, train_y) until it fits; test on the true test labels.
     Its per-epoch "validation" is the training set itself (no augmentation), i.e. train accuracy."""
     r = cfg.model.generalization.random_labels
@@ -70,10 +72,11 @@ def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, lis
     print(f"[genlab] {STAGE}/{run}: train acc {curve[-1]['train_accuracy']:.3f}, "
           f"test acc {result['test_accuracy']:.3f}, steps to fit {steps}")
     return {"train_accuracy": curve[-1]["train_accuracy"], "test_accuracy": result["test_accuracy"],
-            "steps_to_fit": steps}, curve
+            "steps_to_fit": steps}, curve, module.net.eval()
 
 
-def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict], list[dict]]:
+def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict], list[dict], nn.Module | None]:
+    """Memorization runs; also returns the clean-label (f = 0) network, if f = 0 is in the grid."""
     r = cfg.model.generalization.random_labels
     if r.n_train > len(data["train_y"]):
         raise GenlabError(f"{r.path}.n_train={r.n_train} exceeds the {len(data['train_y'])} training images",
@@ -82,10 +85,11 @@ def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict],
     x, y, test_x, test_y = data["train_x"][subset], data["train_y"][subset], data["test_x"], data["test_y"]
     out = {"fraction": [], "train_accuracy": [], "test_accuracy": [], "steps_to_fit": [], "pixels": {},
            "n_train": r.n_train, "chance": CHANCE}
-    rows, curves = [], []
+    rows, curves, clean = [], [], None
     for f in r.fractions:   # same generator seed: the corrupted sets are nested as f grows
         noisy, _ = randomize_labels(y, f, torch.Generator().manual_seed(cfg.seed + 1))
-        result, curve = memorize(cfg, f"labels-{f:g}", x, noisy, test_x, test_y)
+        result, curve, net = memorize(cfg, f"labels-{f:g}", x, noisy, test_x, test_y)
+        clean = net if f == 0 else clean
         rows.append({"fraction": f, **result})
         curves += curve
         for k in ("train_accuracy", "test_accuracy", "steps_to_fit"):
@@ -93,9 +97,9 @@ def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict],
         out["fraction"].append(f)
     for kind in r.pixels:   # train and test images permuted together ("shuffled": by one permutation)
         both = shuffle_pixels(torch.cat([x, test_x]), torch.Generator().manual_seed(cfg.seed + 2), kind == "random")
-        out["pixels"][kind], curve = memorize(cfg, f"pixels-{kind}", both[: len(x)], y, both[len(x):], test_y)
+        out["pixels"][kind], curve, _ = memorize(cfg, f"pixels-{kind}", both[: len(x)], y, both[len(x):], test_y)
         curves += curve
-    return out, rows, curves
+    return out, rows, curves, clean
 
 
 def random_labels_figure(rows: list[dict], curves: list[dict], pixels: dict) -> plt.Figure:
@@ -181,6 +185,8 @@ def calibration(cfg, net: nn.Module, data: dict[str, torch.Tensor]) -> tuple[dic
     y = data["test_y"]
     scaled = {"before": test_logits, "after": test_logits / temperature}
     out = {"temperature": temperature, **{f"ece_{k}": ece(z.softmax(-1), y, n_bins) for k, z in scaled.items()},
+           "ece_change_ci95": ece_change_ci(test_logits.softmax(-1), scaled["after"].softmax(-1), y, n_bins,
+                                            seed=cfg.seed),
            **{f"nll_{k}": F.cross_entropy(z, y).item() for k, z in scaled.items()}}
     return out, {k: reliability(z.softmax(-1), y, n_bins) for k, z in scaled.items()}
 
@@ -253,7 +259,7 @@ def run(cfg) -> None:
     nets = {arch: load_classifier(cfg, arch) for arch in cfg.model.classifier.archs}
     metrics = {}
 
-    metrics["random_labels"], rows, curve = random_labels(cfg, data)
+    metrics["random_labels"], rows, curve, memorizer = random_labels(cfg, data)
     write_csv(curves / "random_labels.csv", rows)
     write_csv(curves / "memorization_curves.csv", curve)
     save_figure(random_labels_figure(rows, curve, metrics["random_labels"]["pixels"]), figures / "random_labels.png")
@@ -269,13 +275,14 @@ def run(cfg) -> None:
         save_figure(adversarial_grid(net, x[:8], y[:8], a.grid_eps, arch), figures / f"adversarial_{arch}.png")
 
     metrics["calibration"], bins = {}, []
-    for arch, net in nets.items():
+    for arch, net in {**nets, **({"mlp_memorizer": memorizer} if memorizer is not None else {})}.items():
         result, reliability_bins = calibration(cfg, net, data)
         for k, v in result.items():
             metrics["calibration"].setdefault(k, {})[arch] = v
         bins += [{"arch": arch, "scaling": when, **row} for when, rs in reliability_bins.items() for row in rs]
         save_figure(reliability_figure(reliability_bins, result, arch), figures / f"reliability_{arch}.png")
-        print(f"[genlab] {STAGE}/calibration/{arch}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()))
+        print(f"[genlab] {STAGE}/calibration/{arch}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()
+                                                                    if isinstance(v, float)))
     write_csv(curves / "reliability.csv", bins)
 
     members = deep_ensemble(cfg, data, nets)
