@@ -135,19 +135,24 @@ def _netrc_has_wandb() -> bool:
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+def wandb_args(cfg: DictConfig, stage: str, name: str, *tags: str) -> dict:
+    """``wandb.init`` arguments shared by every genlab run: grouped by stage (or sweep), tagged with
+    the stage and git sha, the full config as a plain dict. Creates ``<logs>/wandb``."""
+    wb = cfg.logger.wandb
+    (Path(cfg.paths.logs) / "wandb").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return dict(project=wb.project, entity=wb.entity, group=wb.group or stage, mode=wb.mode, name=name,
+                job_type=stage, dir=str(cfg.paths.logs), tags=[stage, f"git:{git_sha()}", *tags, *wb.tags],
+                config=OmegaConf.to_container(cfg, resolve=True))
+
+
 def loggers(cfg: DictConfig, stage: str, run: str, run_hash: str) -> list[Logger]:
     out: list[Logger] = []
-    log_dir = Path(cfg.paths.logs)
     if cfg.logger.csv:
-        out.append(CSVLogger(log_dir / "csv", name=stage, version=f"{run}-{run_hash}"))
-    wb = cfg.logger.wandb
-    if wb.mode != "disabled":
-        (log_dir / "wandb").mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
-        out.append(WandbLogger(project=wb.project, entity=wb.entity, group=wb.group or stage, mode=wb.mode,
-                               name=f"{stage}/{run}", job_type=stage, save_dir=str(log_dir),
-                               tags=[stage, f"git:{git_sha()}", f"cfg:{run_hash}", *wb.tags],
-                               config=OmegaConf.to_container(cfg, resolve=True)))
+        out.append(CSVLogger(Path(cfg.paths.logs) / "csv", name=stage, version=f"{run}-{run_hash}"))
+    if cfg.logger.wandb.mode != "disabled":
+        args = wandb_args(cfg, stage, f"{stage}/{run}", f"cfg:{run_hash}")
+        out.append(WandbLogger(save_dir=args.pop("dir"), **args))
     return out
 
 

@@ -1,23 +1,47 @@
 """Assemble ``reports/index.html`` and ``reports/report.md`` from what the stages wrote.
 
-A stage contributes by writing files; nothing here knows the stages:
+A stage contributes by writing files:
   reports/metrics/<stage>.json   → a metrics table (nested keys flattened to a.b.c)
   reports/figures/<stage>/*.png  → figures (embedded as data URIs: one self-contained file)
   reports/figures/<stage>/*.txt  → preformatted text (e.g. generated samples)
   reports/plots/<stage>/*.csv    → listed (DVC renders them with `dvc plots show`)
+On top: a headline table (one line per model, from ``HEADLINE``), ``dvc metrics diff HEAD``
+(or a one-line note when there is no git/DVC history), the config and the environment.
 """
 from __future__ import annotations
 
 import base64
 import html
 import json
+import os
 import platform
+import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative",
          "gpt", "scaling", "emergence", "rlhf", "sft", "reward_model",
          "ppo", "dpo", "overoptimization"]
+# one line per model: (model, key metric "<metrics file>:<flattened key>", cost "<file>:<key>" in train
+# seconds or None when the stage does not time itself, config section of `genlab show`)
+HEADLINE = [
+    ("MLP classifier", "classifier:mlp.test_accuracy", None, "model.classifier"),
+    ("CNN classifier", "classifier:cnn.test_accuracy", None, "model.classifier"),
+    ("CNF, toy 2D", "cnf:cnf_toy.test_nll", "cnf:cnf_toy.train_seconds", "model.cnf"),
+    ("CNF, digits", "cnf:digits.test_bpd", "cnf:digits.train_seconds", "model.cnf"),
+    ("flow matching, toy 2D", "flow_matching:fm_toy.test_nll", "flow_matching:fm_toy.train_seconds",
+     "model.flow_matching"),
+    ("flow matching, MNIST", "generative:flow_matching.fid", "flow_matching:mnist.train_seconds",
+     "model.flow_matching"),
+    ("diffusion, MNIST", "generative:diffusion.fid", "diffusion:train_seconds", "model.diffusion"),
+    ("GPT (characters)", "gpt:val_bpc", "gpt:train_seconds", "model.gpt"),
+    ("scaling-law fit", "scaling:holdout_rel_error", None, "model.scaling_fit"),
+    ("emergence (Schaeffer toy model)", "emergence:schaeffer.mean_abs_error", None, "model.emergence"),
+    ("reward model", "reward_model:pair_accuracy", None, "model.rlhf"),
+    ("SFT policy", "sft:sft.gold_reward", None, "model.rlhf"),
+    ("PPO policy", "ppo:ppo.gold_reward", None, "model.rlhf"),
+    ("DPO policy", "dpo:dpo.gold_reward", None, "model.rlhf"),
+]
 PACKAGES = ["torch", "lightning", "torchmetrics", "hydra-core", "dvc", "wandb", "torchdiffeq", "scikit-learn", "numpy"]
 
 
@@ -40,8 +64,17 @@ def fmt(v) -> str:
     return str(v)
 
 
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def environment(data_dir: Path, sha: str) -> dict[str, str]:
-    env = {"python": platform.python_version(), "platform": platform.platform(), "git": sha}
+    env = {"python": platform.python_version(), "platform": platform.platform(), "git": sha,
+           "cpu": f"{cpu_name()} ({os.cpu_count()} cores)"}
     for pkg in PACKAGES:
         try:
             env[pkg] = version(pkg)
@@ -64,8 +97,72 @@ def sections(reports: Path) -> list[dict]:
     return out
 
 
-def render_html(title: str, secs: list[dict], env: dict[str, str]) -> str:
-    toc = "".join(f'<li><a href="#{s["name"]}">{s["name"]}</a></li>' for s in secs)
+def headline(secs: list[dict]) -> list[dict]:
+    """Rows of ``HEADLINE`` whose metric exists: model, metric, value, cost, section and config anchors."""
+    found = {s["name"]: s["metrics"] for s in secs}
+    rows = []
+    for model, metric, cost, config in HEADLINE:
+        stage, key = metric.split(":")
+        if key not in found.get(stage, {}):
+            continue
+        cost_stage, cost_key = cost.split(":") if cost else (None, None)
+        rows.append({"model": model, "metric": key, "value": found[stage][key], "section": stage,
+                     "seconds": found.get(cost_stage, {}).get(cost_key), "config": config})
+    return rows
+
+
+def metrics_diff(rev: str = "HEAD") -> tuple[list[tuple], str]:
+    """``dvc metrics diff <rev> --json`` (run in the current directory) → (rows, note).
+
+    Rows are (file, metric, old, new, change); the note says why there are none (no git/DVC
+    history, e.g. in a fresh copy; or nothing changed).
+    """
+    try:
+        out = subprocess.run(["dvc", "metrics", "diff", rev, "--json"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [], f"no metrics diff: dvc could not run ({e})"
+    if out.returncode != 0:
+        reason = next((ln.strip() for ln in out.stderr.splitlines() if ln.strip()), f"exit {out.returncode}")
+        return [], f"no metrics diff against {rev}: {reason[:200]}"
+    diff = json.loads(out.stdout or "{}")
+    rows = [(path, key, d.get("old"), d.get("new"), d.get("diff"))
+            for path, metrics in sorted(diff.items()) for key, d in sorted(metrics.items())]
+    return rows, "" if rows else f"no metric changed since {rev}"
+
+
+def config_sections(cfg: dict, keys: list[str]) -> dict[str, str]:
+    """Dotted config key → its YAML (the part of ``genlab show`` a headline row links to)."""
+    import yaml
+
+    out = {}
+    for key in keys:
+        node = cfg
+        for part in key.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if node:
+            out[key] = yaml.safe_dump(node, sort_keys=False)
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    return f"<table><tr>{head}</tr>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
+                                               for r in rows) + "</table>"
+
+
+def render_html(title: str, secs: list[dict], env: dict[str, str], heads: list[dict],
+                diff: tuple[list[tuple], str], configs: dict[str, str]) -> str:
+    anchors = [s["name"] for s in secs] + ["config", "environment"]
+    toc = "".join(f'<li><a href="#{a}">{a}</a></li>' for a in anchors)
+    head_rows = [[f'<a href="#{h["section"]}">{html.escape(h["model"])}</a>', html.escape(h["metric"]),
+                  html.escape(fmt(h["value"])), "—" if h["seconds"] is None else f"{h['seconds']:.0f}",
+                  f'<a href="#config-{h["config"]}">{h["config"]}</a>'] for h in heads]
+    rows, note = diff
+    diff_html = (f"<p class='note'>{html.escape(note)}</p>" if note else
+                 "<div class='scroll'>" + _table(["file", "metric", "old", "new", "change"],
+                                                 [[html.escape(fmt(c)) for c in r] for r in rows]) + "</div>")
+    config_html = "".join(f'<details id="config-{k}"><summary>{k}</summary><pre>{html.escape(v)}</pre></details>'
+                          for k, v in configs.items())
     body = []
     for s in secs:
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(fmt(v))}</td></tr>" for k, v in s["metrics"].items())
@@ -78,18 +175,26 @@ def render_html(title: str, secs: list[dict], env: dict[str, str]) -> str:
                     f"{rows}</table><div class='figs'>{imgs}</div>{texts}"
                     + (f"<p class='csv'>plot data: {csvs}</p>" if csvs else "") + "</section>")
     env_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in env.items())
+    top = (f"<section id='headline'><h2>headline</h2>"
+           + _table(["model", "key metric", "value", "cost (train s)", "config"], head_rows)
+           + f"</section><section id='diff'><h2>metrics diff (dvc metrics diff HEAD)</h2>{diff_html}</section>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}}
 figure{{display:inline-block;margin:.5em;vertical-align:top}}img{{max-width:520px}}figcaption{{font-size:12px;color:#666}}
-pre{{background:#f6f6f6;padding:.5em;font-size:12px;white-space:pre-wrap}}.csv{{font-size:12px;color:#666}}
-</style></head><body><h1>{html.escape(title)}</h1><nav><ul>{toc}<li><a href="#environment">environment</a></li></ul></nav>
-{''.join(body)}<section id="environment"><h2>environment</h2><table>{env_rows}</table></section></body></html>
+pre{{background:#f6f6f6;padding:.5em;font-size:12px;white-space:pre-wrap}}.csv,.note{{font-size:12px;color:#666}}
+nav ul{{columns:4;font-size:13px}}.scroll{{max-height:300px;overflow-y:auto;display:inline-block}}
+</style></head><body><h1>{html.escape(title)}</h1><nav><ul>{toc}</ul></nav>{top}
+{''.join(body)}<section id="config"><h2>config</h2>{config_html}</section>
+<section id="environment"><h2>environment</h2><table>{env_rows}</table></section></body></html>
 """
 
 
-def render_markdown(title: str, secs: list[dict], env: dict[str, str]) -> str:
-    lines = [f"# {title}", ""]
+def render_markdown(title: str, secs: list[dict], env: dict[str, str], heads: list[dict]) -> str:
+    lines = [f"# {title}", "", "| model | key metric | value | cost (train s) |", "|---|---|---|---|"]
+    lines += [f"| {h['model']} | {h['metric']} | {fmt(h['value'])} | "
+              f"{'—' if h['seconds'] is None else format(h['seconds'], '.0f')} |" for h in heads]
+    lines += [""]
     for s in secs:
         lines += [f"## {s['name']}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {fmt(v)} |" for k, v in s["metrics"].items()]

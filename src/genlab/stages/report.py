@@ -1,10 +1,15 @@
-"""Stage `report`: collect every stage's metrics, figures and the environment into reports/index.html."""
+"""Stage `report`: every stage's metrics and figures, a headline table, the metrics diff vs HEAD,
+config and environment → reports/index.html; the same files published to wandb (offline by default)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from genlab.io import atomic_write
-from genlab.report.build import environment, render_html, render_markdown, sections
+from genlab.report.build import (HEADLINE, config_sections, environment, headline, metrics_diff, render_html,
+                                 render_markdown, sections)
+from genlab.report.publish import publish
 from genlab.runner import git_sha
 
 
@@ -12,6 +17,12 @@ def run(cfg) -> None:
     reports = Path(cfg.paths.reports)
     secs = sections(reports)
     env = environment(Path(cfg.paths.data), git_sha())
-    atomic_write(reports / "index.html", lambda fh: fh.write(render_html(cfg.report.title, secs, env)), mode="w")
-    atomic_write(reports / "report.md", lambda fh: fh.write(render_markdown(cfg.report.title, secs, env)), mode="w")
-    print(f"[genlab] report: {len(secs)} sections → {reports / 'index.html'}")
+    heads = headline(secs)
+    configs = config_sections(OmegaConf.to_container(cfg, resolve=True),
+                              list(dict.fromkeys(["trainer", *(h[3] for h in HEADLINE)])))
+    page = render_html(cfg.report.title, secs, env, heads, metrics_diff(), configs)
+    atomic_write(reports / "index.html", lambda fh: fh.write(page), mode="w")
+    atomic_write(reports / "report.md", lambda fh: fh.write(render_markdown(cfg.report.title, secs, env, heads)),
+                 mode="w")
+    runs = publish(cfg, reports, [s["name"] for s in secs])
+    print(f"[genlab] report: {len(secs)} sections → {reports / 'index.html'}; {runs} wandb results runs")
