@@ -235,3 +235,29 @@ def test_corrupt_dataset_manifest(tmp_path):
 
     with pytest.raises(GenlabError, match="corrupt JSON"):
         load_arrays(tmp_path / "d")
+
+
+# --- ODE solves that blow up (CNF / flow matching): torchdiffeq's assertion → one line with advice ------
+
+def blow_up(x, t):
+    """dx/dt = x² from x(0) = 10 reaches infinity at t = 0.1: dopri5's step size underflows."""
+    return x * x
+
+
+def test_diverging_ode_sample_is_one_line_with_advice():
+    from genlab.evaluate import ode
+
+    with pytest.raises(GenlabError, match=r"ODE solve diverged \(torchdiffeq: underflow in dt .*fix: loosen rtol/atol, "
+                                          r"lower the learning rate, or sample with a fixed-step solver"):
+        ode.sample(blow_up, torch.full((4, 2), 10.0), "dopri5")
+
+
+def test_diverging_ode_log_likelihood_is_one_line_with_advice():
+    from genlab.evaluate import ode
+
+    class Backwards(torch.nn.Module):   # log_likelihood integrates 1 → 0: −x² blows up going back
+        def forward(self, x, t):
+            return -x * x
+
+    with pytest.raises(GenlabError, match="ODE solve diverged"):
+        ode.log_likelihood(Backwards(), torch.full((4, 2), 10.0))

@@ -14,7 +14,24 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from genlab.errors import GenlabError
+
 SAMPLERS = ("euler", "midpoint", "dopri5")
+DIVERGED = ("underflow in dt", "non-finite values in state")   # torchdiffeq's assertions when a solve blows up
+
+
+def solve(solver: Callable, func: Callable, y0: torch.Tensor, times: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``solver(func, y0, times, **kwargs)`` (``odeint`` or ``odeint_adjoint``), with a diverging solve —
+    the adaptive step shrinking to nothing, or the state leaving the floats — as one line with advice."""
+    try:
+        return solver(func, y0, times, **kwargs)
+    except AssertionError as e:
+        reason = str(e).split(":")[0]
+        if not reason.startswith(DIVERGED):
+            raise
+        raise GenlabError(f"the ODE solve diverged (torchdiffeq: {reason[:60]})",
+                          "loosen rtol/atol, lower the learning rate, or sample with a fixed-step solver "
+                          "(euler/midpoint)") from None
 
 
 class NFE:
@@ -91,8 +108,8 @@ def log_likelihood(field: nn.Module, x: torch.Tensor, exact: bool = True, rtol: 
     dynamics = Augmented(field, None if exact else rademacher(x))
     state = torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
     times = torch.tensor([1.0, 0.0], dtype=x.dtype)
-    solve = odeint_adjoint if adjoint else odeint
-    end = solve(dynamics, state, times, rtol=rtol, atol=atol, method="dopri5")[-1]
+    end = solve(odeint_adjoint if adjoint else odeint, dynamics, state, times, rtol=rtol, atol=atol,
+                method="dopri5")[-1]
     return standard_normal_logpdf(end[:, :-1]) + end[:, -1]
 
 
@@ -118,4 +135,4 @@ def sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: t
 
     times = torch.linspace(0.0, 1.0, n_save, dtype=x0.dtype)
     with torch.no_grad():
-        return odeint(func, x0, times, rtol=rtol, atol=atol, method=sampler, options=options)
+        return solve(odeint, func, x0, times, rtol=rtol, atol=atol, method=sampler, options=options)
