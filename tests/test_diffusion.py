@@ -143,6 +143,21 @@ def test_loss_drops_labels_with_the_stated_probability():
     assert (seen[0] == d.net.null_class).float().mean().item() == pytest.approx(0.2, abs=0.025)   # 4σ
 
 
+def test_min_snr_weights_follow_their_formula_and_gamma_zero_is_l_simple():
+    """Hang et al. 2023 eq. 8 (ε-prediction): w_t = min(SNR_t, γ)/SNR_t, SNR_t = ᾱ_t/(1 − ᾱ_t)."""
+    plain, weighted = Diffusion(ToyEps(), T=50), Diffusion(ToyEps(), T=50, snr_gamma=5.0)
+    snr = weighted.alpha_bar / (1 - weighted.alpha_bar)
+    assert torch.allclose(weighted.loss_weight, torch.minimum(snr, torch.tensor(5.0)) / snr, rtol=1e-4)
+    assert weighted.loss_weight[0] < 0.05 and weighted.loss_weight[-1] == 1.0     # clean steps down-weighted
+    assert torch.equal(plain.loss_weight, torch.ones(50))
+    weighted.net.load_state_dict(plain.net.state_dict())
+    x0, y = torch.rand(64, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (64,))
+    torch.manual_seed(3)
+    l_plain = plain.loss(x0, y)
+    torch.manual_seed(3)
+    assert weighted.loss(x0, y) < l_plain                                          # same t, noise, labels
+
+
 def test_training_reduces_the_loss():
     """Adam steps on a fixed batch must lower L_simple (plumbing of loss and gradients)."""
     torch.manual_seed(0)

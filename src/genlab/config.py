@@ -386,6 +386,7 @@ class DiffusionConfig:
     batch_size: int = 64
     lr: float = 2e-3                  # peak of the one-cycle schedule
     ema: float = 0.999                # decay of the weight average used for sampling
+    snr_gamma: float = 5.0            # Min-SNR-γ loss weight min(SNR, γ)/SNR (Hang et al. 2023); 0: L_simple
     label_dropout: float = 0.2        # p(label → null) in training
     sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
     sweep_steps: list[int] = field(default_factory=lambda: [5, 20])   # extra DDIM step counts (w = 0): quality vs NFE
@@ -396,6 +397,8 @@ class DiffusionConfig:
         positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
         fraction(self, "ema", "label_dropout")
         one_of(self, "schedule", ("linear", "cosine"))
+        if self.snr_gamma < 0:
+            raise ConfigError(f"{self.path}.snr_gamma={self.snr_gamma} must be ≥ 0", "use 5 (Min-SNR-5) or 0 (L_simple)")
         if not self.guidance_ws or min(self.guidance_ws) <= 0 or max([self.sample_steps, *self.sweep_steps]) > self.timesteps \
                 or min(self.sweep_steps, default=1) < 1:
             raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and 1 ≤ sample_steps, sweep_steps ≤ timesteps "

@@ -1,5 +1,10 @@
 """DDPM with ε-prediction (Ho et al. 2020), classifier-free guidance (Ho & Salimans 2022), DDIM sampling (Song et al. 2021).
 
+Loss weighting: L_simple weights every t equally in ε-space, where the nearly clean steps (high SNR) have the
+largest error and dominate the gradient while the class and layout are decided at low SNR. ``snr_gamma = γ``
+applies Min-SNR-γ (Hang et al. 2023, eq. 8 for ε-prediction): w_t = min(SNR_t, γ) / SNR_t,
+SNR_t = ᾱ_t / (1 − ᾱ_t); ``snr_gamma = 0`` is L_simple.
+
 Notation (Ho et al. 2020): steps t = 1…T, β_t the noise schedule, α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s.
 Buffers are indexed ``[t − 1]``; the network sees continuous time ``t / T`` ∈ (0, 1] (``genlab.nn.unet``).
 Images live in [−1, 1]: ``x0 = 2·pixel − 1``, shape ``[B, 1, 28, 28]``.
@@ -41,14 +46,17 @@ class Diffusion(pl.LightningModule):
     ``net`` is trained; ``ema`` (its exponential moving average, decay ``ema_decay``) is what samples."""
 
     def __init__(self, net: nn.Module, T: int = 1000, schedule: str = "cosine", p_uncond: float = 0.2,
-                 lr: float = 2e-3, ema_decay: float = 0.999, weight_decay: float = 0.0):
+                 lr: float = 2e-3, ema_decay: float = 0.999, weight_decay: float = 0.0, snr_gamma: float = 0.0):
         super().__init__()
         self.net, self.T, self.p_uncond, self.lr, self.weight_decay = net, T, p_uncond, lr, weight_decay
+        self.snr_gamma = snr_gamma
         self.ema, self.ema_decay = copy.deepcopy(net).requires_grad_(False), ema_decay
         betas = {"linear": linear_betas, "cosine": cosine_betas}[schedule](T)
         alpha_bar = torch.cumprod(1 - betas, 0)
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        snr = alpha_bar / (1 - alpha_bar)
         for name, value in {"betas": betas, "alpha_bar": alpha_bar, "alpha_bar_prev": alpha_bar_prev,
+                            "loss_weight": (snr_gamma / snr).clamp(max=1) if snr_gamma > 0 else torch.ones(T),
                             # Ho et al. eq. 7: posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I)
                             "post_var": betas * (1 - alpha_bar_prev) / (1 - alpha_bar),
                             "post_c0": alpha_bar_prev.sqrt() * betas / (1 - alpha_bar),
@@ -75,12 +83,14 @@ class Diffusion(pl.LightningModule):
     # --- training ----------------------------------------------------------------------------
 
     def loss(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Ho et al. eq. 14 (L_simple): E ‖ε − ε_θ(x_t, t)‖², t ~ U{1…T}; labels dropped to ∅ w.p. p_uncond."""
+        """Ho et al. eq. 14 (L_simple): E w_t ‖ε − ε_θ(x_t, t)‖², t ~ U{1…T} (w_t = 1, or Min-SNR-γ);
+        labels dropped to ∅ w.p. p_uncond."""
         t = torch.randint(1, self.T + 1, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         drop = torch.rand(y.shape, device=y.device) < self.p_uncond
         y = torch.where(drop, torch.full_like(y, self.net.null_class), y)
-        return F.mse_loss(self.net(self.q_sample(x0, t, noise), t / self.T, y), noise)
+        err = F.mse_loss(self.net(self.q_sample(x0, t, noise), t / self.T, y), noise, reduction="none")
+        return (self._at(self.loss_weight, t) * err).mean()
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -31,7 +31,8 @@ from genlab.stages.classifier import load_mnist
 def train(cfg, data: dict[str, torch.Tensor]) -> tuple[Diffusion, float]:
     c = cfg.model.diffusion
     runner.seed_all(cfg)
-    module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema)
+    module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema,
+                       snr_gamma=c.snr_gamma)
     start = time.perf_counter()
     with runner.session(cfg, stage="diffusion", run="mnist", run_config=[c, cfg.data.mnist],
                         max_steps=c.steps, max_epochs=-1) as trainer:
