@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassConfusionMatrix
 
+from genlab.models.optim import adamw_one_cycle
+
 
 def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     """Translate each image ``[B, C, H, W]`` by an integer offset in [-s, s]² (zero fill)."""
@@ -80,8 +82,4 @@ class Classifier(pl.LightningModule):
         self.history = checkpoint.get("history", [])
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        # One-cycle (Smith & Topin 2017): warm up to lr, then anneal to ~0 over the whole run.
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
-                                                    total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_one_cycle(self, self.parameters(), self.lr, self.weight_decay)

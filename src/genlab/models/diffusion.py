@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genlab.models.optim import adamw_one_cycle
+
 
 def linear_betas(T: int) -> torch.Tensor:
     """Ho et al. 2020 §4: β linear from 1e-4 to 0.02 at T = 1000; endpoints scaled by 1000/T for other T
@@ -109,11 +111,7 @@ class Diffusion(pl.LightningModule):
             e.lerp_(p, 1 - decay)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        # One-cycle (Smith & Topin 2017): warm up to lr, then anneal to ~0 over the whole run.
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
-                                                    total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_one_cycle(self, self.net.parameters(), self.lr, self.weight_decay)
 
     # --- sampling ----------------------------------------------------------------------------
 

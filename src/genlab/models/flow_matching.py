@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 
 from genlab.evaluate import ode
 from genlab.models.matchers import IndependentCFM
+from genlab.models.optim import adamw_one_cycle
 
 
 class FlowMatching(pl.LightningModule):
@@ -69,10 +70,6 @@ class FlowMatching(pl.LightningModule):
         self.log("test/nll", self.test_nll, on_epoch=True)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if not self.one_cycle:   # constant rate: the NLL-vs-time curve does not depend on the run's length
-            return opt
-        # One-cycle (Smith & Topin 2017): warm up to lr, then anneal to ~0 over the whole run.
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
-                                                    total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return adamw_one_cycle(self, self.parameters(), self.lr, self.weight_decay)
