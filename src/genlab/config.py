@@ -362,7 +362,7 @@ class FlowMatchingConfig:
     atol: float = 1e-5
     ema: float = 0.995                # decay of the 2D models' weight average (the evaluated weights)
     toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=5000, lr=3e-3,
-                                                                           eval_every=500))
+                                                                           eval_every=250))
     mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
 
     def __post_init__(self):
