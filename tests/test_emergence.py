@@ -138,6 +138,17 @@ def test_score_is_consistent_per_problem():
     assert torch.allclose(s["answer_logprob"], expected, atol=1e-5)
 
 
+def test_problems_keep_only_the_configured_digit_counts():
+    from genlab.errors import GenlabError
+    from genlab.stages.emergence import problems
+
+    arrays = {"test_a": np.array([7, 123, 4567]), "test_b": np.array([5, 456, 1]), "test_digits": np.array([2, 3, 4])}
+    ids, prompt_len, answer_len, digits = problems(arrays, "test", [2, 3], reverse=True)
+    assert digits.tolist() == [2, 3] and answer_len.tolist() == [3, 4] and ids.size(0) == 2
+    with pytest.raises(GenlabError, match="has digits \\[2, 3, 4\\]"):
+        problems(arrays, "test", [5], reverse=True)
+
+
 # --- smoke run of the stage family -----------------------------------------------------
 
 def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
@@ -146,9 +157,10 @@ def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
     from genlab.io import load_model
     from genlab.stages import emergence, emergence_eval
 
-    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}")
+    data = (f"paths.data={prepared / 'data'}", "model.emergence.digits=[2]")   # the smoke data has 2 digits only
+    cfg = make_cfg(tmp_path, *data)
     for width in cfg.model.emergence.widths:                            # what each DVC foreach item runs
-        emergence.run(make_cfg(tmp_path, f"paths.data={prepared / 'data'}", f"model.emergence.only={width}"))
+        emergence.run(make_cfg(tmp_path, *data, f"model.emergence.only={width}"))
     payload = load_model(tmp_path / "models" / "emergence" / "w8.pt", expect_config=emergence.model_config(cfg, 8))
     n_layer, d = cfg.model.emergence.n_layer, 8
     assert payload["results"]["n_params"] == n_layer * (12 * d * d + 13 * d) + 2 * d   # 12·L·d² + biases/LNs
@@ -168,6 +180,7 @@ def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
     ({"only": 20}, "model.emergence.only=20 is not allowed"),
     ({"widths": [8, 15]}, "must be positive multiples of n_head=2"),
     ({"steps": 0}, "model.emergence.steps must be > 0"),
+    ({"digits": [0, 2]}, "must be positive digit counts"),
 ])
 def test_emergence_config_is_validated(override, needle):
     from genlab.config import validate

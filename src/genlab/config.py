@@ -423,20 +423,25 @@ class EmergenceConfig:
     n_layer: int = 2
     n_head: int = 2
     only: Optional[int] = None        # train just this width (one DVC foreach item); null: every width
-    steps: int = 1000                 # the same training budget for every size
-    batch_size: int = 128
-    lr: float = 1e-2                  # peak; warmup then cosine decay to 0.1·lr
+    digits: list[int] = field(default_factory=lambda: [2, 3])   # operand digit counts trained and scored on
+    steps: int = 2000                 # the same training budget for every size
+    batch_size: int = 64
+    lr: float = 3e-3                  # peak; warmup then cosine decay to 0.1·lr
     warmup_steps: int = 100
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     dropout: float = 0.0
-    pos: str = "rope"                 # rope | learned absolute positions
+    pos: str = "learned"              # learned absolute positions | rope
+    init_scale: float = 4.0           # × GPT-2's N(0, 0.02) init of every weight matrix
     threads: int = 1                  # torch threads: these models are so small that more threads only add sync
 
     def __post_init__(self):
-        positive(self, "n_layer", "n_head", "threads", "steps", "batch_size", "lr", "warmup_steps", "grad_clip")
+        positive(self, "n_layer", "n_head", "threads", "steps", "batch_size", "lr", "warmup_steps", "grad_clip",
+                 "init_scale")
         fraction(self, "dropout")
         one_of(self, "pos", ("learned", "rope"))
+        if not self.digits or min(self.digits) <= 0:
+            raise ConfigError(f"model.emergence.digits={self.digits} must be positive digit counts", "e.g. digits=[2]")
         head_dim_ok = (lambda w: w % self.n_head == 0 and (self.pos == "learned" or w // self.n_head % 2 == 0))
         if not self.widths or not all(w > 0 and head_dim_ok(w) for w in self.widths):
             raise ConfigError(f"model.emergence.widths={self.widths} must be positive multiples of n_head="
