@@ -149,6 +149,17 @@ def test_problems_keep_only_the_configured_digit_counts():
         problems(arrays, "test", [5], reverse=True)
 
 
+def test_init_scale_multiplies_every_weight_matrix_of_the_gpt2_init(tmp_path, make_cfg):
+    from genlab.stages.emergence import network
+
+    nets = []
+    for scale in (1.0, 4.0):
+        torch.manual_seed(0)
+        nets.append(network(make_cfg(tmp_path, f"model.emergence.init_scale={scale}"), 8, 16))
+    for (name, p1), p4 in zip(nets[0].named_parameters(), nets[1].parameters()):
+        assert torch.equal(p4, 4.0 * p1 if p1.dim() >= 2 else p1), name   # LayerNorms and biases untouched
+
+
 # --- smoke run of the stage family -----------------------------------------------------
 
 def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
