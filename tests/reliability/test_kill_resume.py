@@ -1,9 +1,19 @@
 """kill -9 mid-training, rerun the same command: it resumes from last.ckpt and ends with the
-same metrics as an uninterrupted run (CPU, deterministic)."""
+same result as an uninterrupted run (CPU, deterministic), for every stage that trains.
+
+Every command gets the same overrides (``LONGER``), so the weights a stage loads from an
+upstream stage (cnf → flow_matching, classifier → diffusion/generalization, sft →
+reward_model → ppo/dpo) match its config; the upstream stages run once per session.
+The kill lands after whichever checkpoint is on disk; ``checkpoint_every=5`` keeps every
+checkpoint of the runs that draw random numbers while training (augmentation, noise) off an
+epoch's last batch (that case is ``test_resume_points.py``). Stages that do not
+resume exactly yet are strict xfails naming the cause and the file that needs the fix.
+"""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,47 +21,126 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import without_timing
 
+from genlab.io import load_model
+
+# smoke preset, with each stage's first run long enough to be killed after its first checkpoint
+LONGER = ["trainer.checkpoint_every=5", "trainer.threads=1",
+          "model.classifier.mlp.epochs=4",
+          "model.cnf.toy.steps=12", "model.cnf.toy.eval_every=4",
+          "model.flow_matching.toy.steps=12", "model.flow_matching.toy.eval_every=4", "model.flow_matching.mnist.steps=8",
+          "model.diffusion.steps=12",
+          "model.emergence.steps=16", "model.emergence.only=8",
+          "model.gpt.max_iters=80", "model.gpt.lr_decay_iters=80", "model.gpt.eval_interval=20",
+          "model.gpt_scaling.only=L1-W16",
+          "model.generalization.random_labels.epochs=8",
+          "model.rlhf.sft.base_steps=12", "model.rlhf.reward_model.steps=12", "model.rlhf.ppo.steps=8",
+          "model.rlhf.dpo.steps=10"]
+
+# stage → (stages whose outputs it loads, the file holding its result)
 CASES = {
-    "classifier": ["model.classifier.archs=[mlp]", "model.classifier.mlp.epochs=4"],
-    "gpt": ["model.gpt.max_iters=80", "model.gpt.lr_decay_iters=80", "model.gpt.eval_interval=20"],
+    "classifier": ((), "reports/metrics/classifier.json"),
+    "generalization": (("classifier",), "reports/metrics/generalization.json"),
+    "cnf": ((), "reports/metrics/cnf.json"),
+    "flow_matching": (("cnf",), "reports/metrics/flow_matching.json"),
+    "diffusion": (("classifier",), "reports/metrics/diffusion.json"),
+    "gpt": ((), "reports/metrics/gpt.json"),
+    "gpt_scaling": ((), "models/gpt_scaling/L1-W16.json"),
+    "emergence": ((), "models/emergence/w8.pt"),
+    "sft": ((), "reports/metrics/sft.json"),
+    "reward_model": (("sft",), "reports/metrics/reward_model.json"),
+    "ppo": (("sft", "reward_model"), "reports/metrics/ppo.json"),
+    "dpo": (("sft", "reward_model"), "reports/metrics/dpo.json"),
 }
+# Lightning calls callbacks' on_train_batch_end (ModelCheckpoint saves there) BEFORE the module's own
+# on_train_batch_end, so state a module changes in that hook is missing from the checkpoint of that step.
+NOT_YET = {
+    "diffusion": "models/diffusion.py updates the EMA in on_train_batch_end, after ModelCheckpoint saved: the "
+                 "resumed EMA misses one update (net weights identical); move it into optimizer_step",
+    "gpt_scaling": "models/gpt.py appends train_curve in on_train_batch_end, after the save: the resumed curve "
+                   "lacks the checkpointed step's point; append it in training_step (like train_tokens)",
+    "emergence": "models/arithmetic_lm.py does not checkpoint its history: the resumed history lacks every "
+                 "pre-kill point (weights and results identical); save it in on_save_checkpoint",
+    "reward_model": "models/reward_model.py does not checkpoint its history (kept every 25 batches): resumed "
+                    "after batch 0 it is empty and write_csv crashes on rows[0]; checkpoint it",
+    "dpo": "models/dpo.py does not checkpoint its history (kept every 25 batches): resumed after batch 0 it "
+           "is empty and write_csv crashes on rows[0]; checkpoint it",
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def command(stage: str, root: Path, data: Path) -> list[str]:
     paths = [f"paths.data={data}"] + [f"paths.{k}={root / k}" for k in ("models", "checkpoints", "reports", "logs")]
-    return [sys.executable, "-m", "genlab.cli", stage, "experiment=smoke", "trainer.checkpoint_every=5",
-            *paths, *CASES[stage]]
+    return [sys.executable, "-m", "genlab.cli", stage, "experiment=smoke", *paths, *LONGER]
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=ENV)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
 
 
+def result(path: Path):
+    """The stage's result without wall-clock fields; a weights file also with its tensors."""
+    if path.suffix == ".json":
+        return without_timing(json.loads(path.read_text()))
+    payload = load_model(path)
+    return without_timing({**payload, "state_dict": {k: v.tolist() for k, v in payload["state_dict"].items()}})
+
+
+@pytest.fixture(scope="session")
+def upstream(prepared, tmp_path_factory):
+    """``needs → root`` holding the models and metrics of exactly those stages (run in that order), built once."""
+    roots: dict[tuple[str, ...], Path] = {(): tmp_path_factory.mktemp("upstream")}
+
+    def build(needs: tuple[str, ...]) -> Path:
+        if needs not in roots:
+            root = tmp_path_factory.mktemp("upstream")
+            shutil.copytree(build(needs[:-1]), root, dirs_exist_ok=True)
+            run(command(needs[-1], root, prepared / "data"), root)
+            shutil.rmtree(root / "checkpoints", ignore_errors=True)
+            roots[needs] = root
+        return roots[needs]
+    return build
+
+
+def checkpoint_written(root: Path) -> bool:
+    """A complete last.ckpt exists (torch can read it back)."""
+    for ckpt in root.rglob("last.ckpt"):
+        try:
+            torch.load(ckpt, map_location="cpu", weights_only=True)
+            return True
+        except Exception:   # vanished (run finished) or being written
+            pass
+    return False
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", sorted(CASES))
-def test_kill_9_then_rerun_resumes_to_the_same_metrics(stage, prepared, tmp_path):
-    data = prepared / "data"
+@pytest.mark.parametrize("stage", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[s]))
+                                   if s in NOT_YET else s for s in CASES])
+def test_kill_9_then_rerun_resumes_to_the_same_result(stage, prepared, upstream, tmp_path):
+    needs, output = CASES[stage]
+    data, inputs = prepared / "data", upstream(needs)
+    for name in ("reference", "killed"):
+        for sub in ("models", "reports"):
+            if (inputs / sub).exists():
+                shutil.copytree(inputs / sub, tmp_path / name / sub)
     run(command(stage, tmp_path / "reference", data), tmp_path)
-    reference = json.loads((tmp_path / "reference" / "reports" / "metrics" / f"{stage}.json").read_text())
+    reference = result(tmp_path / "reference" / output)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command(stage, killed, data), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.time() + 600
-    while not list((killed / "checkpoints").rglob("last.ckpt")) and time.time() < deadline:
+    while not checkpoint_written(killed / "checkpoints") and time.time() < deadline:
         assert proc.poll() is None, "finished before a checkpoint could be caught; give it more steps"
         time.sleep(0.05)
-    time.sleep(0.5)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "reports" / "metrics" / f"{stage}.json").exists()    # nothing trusted was written
+    assert not (killed / output).exists()    # nothing trusted was written
 
     resumed = run(command(stage, killed, data), tmp_path)
     assert "resuming from" in resumed.stdout
-    after = json.loads((killed / "reports" / "metrics" / f"{stage}.json").read_text())
-    assert without_timing(after) == without_timing(reference)
-
+    assert result(killed / output) == reference
