@@ -110,6 +110,10 @@ def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path, one_thread):
     samples = (reports / "figures" / "rlhf" / "samples.txt").read_text()
     assert all(name in samples for name in ("sft", "ppo", "dpo", "ipo", "hinge"))
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").rglob("*.ckpt"))
+    sft_w, rm_w = (torch.load(tmp_path / "models" / "rlhf" / f"{name}.pt", weights_only=True)["state_dict"]
+                   for name in ("sft", "reward_model"))
+    assert cfg.model.rlhf.reward_model.freeze_sft          # frozen SFT layers, trained fresh blocks
+    assert all(torch.equal(rm_w[f"backbone.{k}"], v) for k, v in sft_w.items() if k.startswith(("wte.", "blocks.")))
 
     # the JSONL path: real (prompt, chosen, rejected) pairs train the reward model
     lines = [json.dumps({"prompt": f"{a:02d}+{b:02d}=", "chosen": f"{a + b:03d}"[::-1] + "\n",

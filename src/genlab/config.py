@@ -619,13 +619,14 @@ class RewardModelConfig:
     path: ClassVar[str] = "model.rlhf.reward_model"
     source: str = "generated"         # generated: SFT samples labelled by the gold reward; jsonl: `jsonl`
     jsonl: Optional[str] = None       # lines {"prompt": "123+456=", "chosen": "9750\n", "rejected": "9650\n"}
-    pairs: int = 4000                 # training pairs (generated)
+    pairs: int = 16000                # training pairs (generated)
     val_pairs: int = 1000             # held-out pairs
     label_temperature: float = 0.1    # BT labels: P(y1 ≻ y2) = σ((gold1 − gold2) / τ)
     margin: float = 0.0               # loss margin m = margin·|gold_c − gold_r| (0: plain BT)
     center: float = 0.01              # reward-centering coefficient η·(r_c + r_r)²
     extra_layers: int = 2             # fresh blocks on top of the SFT transformer (compare, then aggregate)
-    steps: int = 500
+    freeze_sft: bool = True           # train only the fresh blocks, final LN and head
+    steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
     norm_samples: int = 2000          # SFT samples that set the reward's mean 0 / std 1
@@ -654,7 +655,7 @@ class PpoConfig:
     vf_coef: float = 0.1
     gamma: float = 1.0
     lam: float = 0.95
-    kl_coef: float = 0.05             # β (initial β when adaptive)
+    kl_coef: float = 0.1              # β (initial β when adaptive)
     kl_estimator: str = "k1"          # k1 | k3 (per-token penalty)
     adaptive_kl: bool = False         # Ziegler et al.'s controller towards target_kl
     target_kl: float = 1.0
