@@ -57,6 +57,10 @@ def flatten(obj, prefix: str = "") -> dict[str, object]:
 def fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, list) and v and isinstance(v[0], dict):   # a curve: its CSV is under plot data
+        return f"{len(v)} rows of ({', '.join(v[0])})"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {fmt(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list) and len(v) > 8:
         return "[" + ", ".join(fmt(x) for x in v[:8]) + f", … ({len(v)} values)]"
     if isinstance(v, list):
@@ -171,8 +175,11 @@ def render_html(title: str, secs: list[dict], env: dict[str, str], heads: list[d
             f"<figcaption>{p.stem}</figcaption></figure>" for p in s["images"])
         texts = "".join(f"<h4>{p.stem}</h4><pre>{html.escape(p.read_text())}</pre>" for p in s["texts"])
         csvs = ", ".join(p.name for p in s["csvs"])
-        body.append(f'<section id="{s["name"]}"><h2>{s["name"]}</h2><table><tr><th>metric</th><th>value</th></tr>'
-                    f"{rows}</table><div class='figs'>{imgs}</div>{texts}"
+        table = f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>"
+        if len(s["metrics"]) > 40:     # long tables (e.g. per-size sweeps) fold away below the figures
+            table = f"<details><summary>{len(s['metrics'])} metrics</summary>{table}</details>"
+        body.append(f'<section id="{s["name"]}"><h2>{s["name"]}</h2>'
+                    f"<div class='figs'>{imgs}</div>{texts}{table}"
                     + (f"<p class='csv'>plot data: {csvs}</p>" if csvs else "") + "</section>")
     env_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in env.items())
     top = (f"<section id='headline'><h2>headline</h2>"
