@@ -87,4 +87,6 @@ def without_timing(metrics):
     if isinstance(metrics, dict):
         return {k: without_timing(v) for k, v in metrics.items()
                 if not any(t in k for t in ("per_sec", "seconds", "sec_per", "time"))}
+    if isinstance(metrics, list):
+        return [without_timing(v) for v in metrics]
     return metrics

@@ -48,8 +48,6 @@ classifier.run(cfg)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="genlab.io.save_model is not rank-0 only: rank 1 writes models/classifier/"
-                   "mlp.pt (measured); decorate it with @rank_zero_only like report.artifacts, then drop this mark")
 def test_only_rank_zero_writes_under_ddp(prepared, tmp_path):
     script = tmp_path / "stage.py"
     script.write_text(SCRIPT.format(root=str(tmp_path), tests=str(ROOT / "tests"), data=prepared / "data"))
@@ -67,3 +65,18 @@ def test_only_rank_zero_writes_under_ddp(prepared, tmp_path):
     assert renamed == {p: 1 for p in final}                  # each renamed into place once
     assert any(p.startswith("checkpoints/classifier/") and p.endswith(".ckpt") for p in rank0)
     assert len(list((tmp_path / "out" / "logs" / "wandb").glob("offline-run-*"))) == 1
+
+
+@pytest.mark.slow
+def test_the_cli_runs_a_stage_under_the_ddp_subprocess_launcher(prepared, tmp_path):
+    """`genlab classifier trainer=ddp_cpu`: Lightning re-runs the command line for rank 1, so the CLI must
+    leave a runnable ``sys.argv`` (console script + stage + overrides) behind Hydra's back."""
+    paths = [f"paths.data={prepared / 'data'}"] + [f"paths.{k}={tmp_path / k}" for k in
+                                                   ("models", "checkpoints", "reports", "logs")]
+    result = subprocess.run([str(Path(sys.executable).parent / "genlab"), "classifier", "experiment=smoke",
+                             "trainer=ddp_cpu", "trainer.threads=1", "model.classifier.archs=[mlp]",
+                             "logger=disabled", *paths], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in result.stdout + result.stderr          # the second rank ran the stage too
+    assert (tmp_path / "reports" / "metrics" / "classifier.json").exists()

@@ -107,7 +107,7 @@ def test_wandb_offline_writes_a_run_directory_without_network(make_cfg, prepared
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_sync_validation_metrics(make_cfg, prepared, tmp_path):
     """DDP (2 CPU processes, ddp_spawn) sees the full val set through synced torchmetrics."""
-    cfg = make_cfg(prepared, f"paths.checkpoints={tmp_path / 'ckpt'}", "trainer=ddp_cpu",
+    cfg = make_cfg(prepared, f"paths.checkpoints={tmp_path / 'ckpt'}", "trainer=ddp_cpu", "trainer.strategy=ddp_spawn",
                    "trainer.deterministic=false")
     data = load_mnist(cfg)
     module = Classifier(MLP(16), lr=3e-3, weight_decay=0.0, shift=0)

@@ -90,6 +90,9 @@ def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "
              "params.yaml with `genlab params`")
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        if "Could not load 'hydra/launcher/submitit_" in lines[0]:   # the plugin registers these configs
+            fail(f"{lines[0]} (the submitit launcher plugin is not installed) — fix: pip install "
+                 "hydra-submitit-launcher")
         if lines[0].startswith("Could not override '"):   # not in the composition: unknown to the schema too?
             key = lines[0].split("'")[1]
             try:
@@ -191,6 +194,8 @@ def run_stage(stage: str, argv: list[str]) -> None:
             # torch's start-up seed is random: seed before the stage builds anything (networks made
             # before a training run's own seed_all would otherwise differ from process to process)
             seed_all(cfg)
+            # Lightning's DDP launcher re-runs `sys.argv` once per extra rank: give it the real command
+            sys.argv = [argv0, stage, *sys.argv[1:]]
             module.run(cfg)
         except GenlabError as e:
             fail(str(e))
@@ -199,7 +204,8 @@ def run_stage(stage: str, argv: list[str]) -> None:
                 f"hydra.sweep.dir=logs/multirun/{stage}/${{now:%Y-%m-%d_%H-%M-%S}}",
                 f"hydra.job.name={stage}"]
     given = {o.split("=", 1)[0] for o in overrides}
-    sys.argv = [f"genlab {stage}", *flags, *(["-m"] if multirun else []),
+    argv0 = sys.argv[0]   # Hydra parses sys.argv[1:] as its own arguments: the stage is put back in `task`
+    sys.argv = [argv0, *flags, *(["-m"] if multirun else []),
                 *[d for d in defaults if d.split("=", 1)[0] not in given], *overrides]
     task()
 

@@ -502,6 +502,13 @@ class GPTSampleConfig:
         positive(self, "n", "tokens", "temperature", "top_k")
 
 
+def val_tokens_hold_a_block(section, block_size: int) -> None:
+    """``val_tokens``: 0 (the whole split) or enough tokens for one window of ``block_size + 1``."""
+    if section.val_tokens < 0 or 0 < section.val_tokens <= block_size:
+        raise ConfigError(f"{section.path}.val_tokens={section.val_tokens} holds no validation window of "
+                          f"block_size + 1 = {block_size + 1} tokens", f"use 0 (the whole split) or > {block_size}")
+
+
 @dataclass
 class GPTConfig:
     path: ClassVar[str] = "model.gpt"
@@ -515,8 +522,7 @@ class GPTConfig:
 
     def __post_init__(self):
         positive(self, "max_iters", "lr_decay_iters", "eval_interval")
-        if self.val_tokens < 0:
-            raise ConfigError(f"model.gpt.val_tokens must be ≥ 0 (got {self.val_tokens})", "0 uses the whole split")
+        val_tokens_hold_a_block(self, self.arch.block_size)
 
 
 @dataclass
@@ -537,6 +543,7 @@ class GPTScalingConfig:
 
     def __post_init__(self):
         positive(self, "tokens", "head_dim", "block_size")
+        val_tokens_hold_a_block(self, self.block_size)
         one_of(self, "pos", ("learned", "rope"))
         for size in self.sizes:
             m = re.fullmatch(r"L(\d+)-W(\d+)", size)

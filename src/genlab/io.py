@@ -18,13 +18,20 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from genlab.errors import GenlabError
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call ``write(fh)`` on a temp file next to ``path``, then rename it into place."""
+    """Call ``write(fh)`` on a temp file next to ``path``, then rename it into place.
+
+    Every genlab output goes through here, so under DDP only global rank 0 writes (the other
+    ranks return the path without touching the disk).
+    """
     path = Path(path)
+    if rank_zero_only.rank != 0:
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

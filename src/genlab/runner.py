@@ -68,7 +68,8 @@ class FiniteLoss(Callback):
 
 
 class ResumeCursor(Callback):
-    """Counts consumed batches and snapshots RNG + loader state, so resume is exact.
+    """Counts consumed batches and snapshots RNG + loader state and the module's ``history`` (its
+    training curve, if it keeps one), so resume is exact.
 
     Two Lightning gaps are closed in ``on_train_start`` after a resume: its own restore of
     stateful loaders is skipped when ``estimated_stepping_batches`` built the loader early,
@@ -94,9 +95,13 @@ class ResumeCursor(Callback):
                              "numpy_pos": int(np_state[2]), "python": list(random.getstate()[1])}
         if sampler := self._sampler(trainer):
             checkpoint["loader"] = sampler.state_dict()
+        if hasattr(module, "history"):
+            checkpoint["history"] = module.history
 
     def on_load_checkpoint(self, trainer, module, checkpoint):
         self.pending = checkpoint
+        if "history" in checkpoint:
+            module.history = checkpoint["history"]
 
     def on_train_start(self, trainer, module):
         if self.pending is None:

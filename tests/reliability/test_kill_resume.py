@@ -6,8 +6,7 @@ upstream stage (cnf → flow_matching, classifier → diffusion/generalization, 
 reward_model → ppo/dpo) match its config; the upstream stages run once per session.
 The kill lands after whichever checkpoint is on disk; ``checkpoint_every=5`` keeps every
 checkpoint of the runs that draw random numbers while training (augmentation, noise) off an
-epoch's last batch (that case is ``test_resume_points.py``). Stages that do not
-resume exactly yet are strict xfails naming the cause and the file that needs the fix.
+epoch's last batch (that case is ``test_resume_points.py``).
 """
 from __future__ import annotations
 
@@ -53,20 +52,6 @@ CASES = {
     "reward_model": (("sft",), "reports/metrics/reward_model.json"),
     "ppo": (("sft", "reward_model"), "reports/metrics/ppo.json"),
     "dpo": (("sft", "reward_model"), "reports/metrics/dpo.json"),
-}
-# Lightning calls callbacks' on_train_batch_end (ModelCheckpoint saves there) BEFORE the module's own
-# on_train_batch_end, so state a module changes in that hook is missing from the checkpoint of that step.
-NOT_YET = {
-    "diffusion": "models/diffusion.py updates the EMA in on_train_batch_end, after ModelCheckpoint saved: the "
-                 "resumed EMA misses one update (net weights identical); move it into optimizer_step",
-    "gpt_scaling": "models/gpt.py appends train_curve in on_train_batch_end, after the save: the resumed curve "
-                   "lacks the checkpointed step's point; append it in training_step (like train_tokens)",
-    "emergence": "models/arithmetic_lm.py does not checkpoint its history: the resumed history lacks every "
-                 "pre-kill point (weights and results identical); save it in on_save_checkpoint",
-    "reward_model": "models/reward_model.py does not checkpoint its history (kept every 25 batches): resumed "
-                    "after batch 0 it is empty and write_csv crashes on rows[0]; checkpoint it",
-    "dpo": "models/dpo.py does not checkpoint its history (kept every 25 batches): resumed after batch 0 it "
-           "is empty and write_csv crashes on rows[0]; checkpoint it",
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -118,8 +103,7 @@ def checkpoint_written(root: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[s]))
-                                   if s in NOT_YET else s for s in CASES])
+@pytest.mark.parametrize("stage", list(CASES))
 def test_kill_9_then_rerun_resumes_to_the_same_result(stage, prepared, upstream, tmp_path):
     needs, output = CASES[stage]
     data, inputs = prepared / "data", upstream(needs)

@@ -3,9 +3,9 @@
 The run (flow matching's 2D toy: 4 batches per epoch, a checkpoint every 2 steps) crashes right
 after checkpoint k, is rerun, and must end with the weights of an uninterrupted run. Checkpoints
 at an epoch's last batch (k = 4, 8) are the hard case: between that save and the next step the
-uninterrupted run creates the validation and next-epoch DataLoader iterators, and each draws its
-``_base_seed`` from torch's global RNG, which the resumed run (RNG restored from the checkpoint)
-never replays. Fix (data/loader.py): give ``ResumableLoader`` a private ``torch.Generator()``.
+uninterrupted run creates the validation and next-epoch DataLoader iterators; a DataLoader without
+its own generator draws its ``_base_seed`` from torch's global RNG, which the resumed run (RNG
+restored from the checkpoint) never replays — why ``ResumableLoader`` has a private generator.
 """
 from __future__ import annotations
 
@@ -55,8 +55,7 @@ def uninterrupted(prepared, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("k", [2, pytest.param(4, marks=pytest.mark.xfail(strict=True, reason="epoch end: see module doc")),
-                               6, pytest.param(8, marks=pytest.mark.xfail(strict=True, reason="epoch end: see module doc"))])
+@pytest.mark.parametrize("k", [2, 4, 6, 8])
 def test_resume_from_checkpoint_k_gives_the_uninterrupted_weights(k, uninterrupted, prepared, make_cfg, tmp_path):
     cfg = make_cfg(tmp_path, *OVERRIDES)
     cfg.paths.data = str(prepared / "data")

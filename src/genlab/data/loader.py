@@ -98,6 +98,18 @@ class ResumableLoader(DataLoader):
         sampler = EpochBatchSampler(len(data), batch_size, seed, shuffle, drop_last, batches_per_epoch)
         super().__init__(data, batch_sampler=sampler, collate_fn=_as_batch, num_workers=0)
 
+    @property
+    def generator(self) -> torch.Generator:
+        """A fresh private generator for the base seed every new iterator draws (unused with no workers):
+        drawn from torch's global RNG instead, each epoch start would shift the model's random stream,
+        and a run resumed at an epoch's end would not replay it. (A stored Generator would also break
+        pickling the loader into ``ddp_spawn`` workers.)"""
+        return torch.Generator()
+
+    @generator.setter
+    def generator(self, _) -> None:   # DataLoader.__init__ assigns None here
+        pass
+
     def state_dict(self) -> dict:
         return self.batch_sampler.state_dict()
 

@@ -75,11 +75,5 @@ class Classifier(pl.LightningModule):
                              "train_loss": float(m.get("train/loss", float("nan"))),
                              "val_loss": float(m["val/loss"]), "val_accuracy": float(m["val/acc"])})
 
-    def on_save_checkpoint(self, checkpoint):   # curves survive an interrupted-then-resumed run
-        checkpoint["history"] = self.history
-
-    def on_load_checkpoint(self, checkpoint):
-        self.history = checkpoint.get("history", [])
-
     def configure_optimizers(self):
         return adamw_one_cycle(self, self.parameters(), self.lr, self.weight_decay)

@@ -102,13 +102,17 @@ class Diffusion(pl.LightningModule):
             self.history.append({"step": self.global_step, "loss": float(loss.detach())})
         return loss
 
-    @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def optimizer_step(self, *args, **kwargs):
+        """The optimiser step, then the EMA update — here, not in on_train_batch_end: ModelCheckpoint
+        saves in its own on_train_batch_end, which Lightning runs first, so a later update would be
+        missing from the checkpoint of that step."""
+        super().optimizer_step(*args, **kwargs)
         # decay warmed up as min(d, (1+n)/(10+n)) so short runs are not dominated by the initial weights
-        n = self.global_step
+        n = self.global_step   # not yet incremented: n = 0 after the first step
         decay = min(self.ema_decay, (1 + n) / (10 + n))
-        for e, p in zip(self.ema.parameters(), self.net.parameters()):
-            e.lerp_(p, 1 - decay)
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.net.parameters()):
+                e.lerp_(p, 1 - decay)
 
     def configure_optimizers(self):
         return adamw_one_cycle(self, self.net.parameters(), self.lr, self.weight_decay)

@@ -66,15 +66,15 @@ class GPT(pl.LightningModule):
         (batch,) = batch
         loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        # counted here, not in on_train_batch_end: ModelCheckpoint saves in its own on_train_batch_end,
+        # counted (and the curve point kept) here, not in on_train_batch_end: ModelCheckpoint saves in its own on_train_batch_end,
         # which runs first, so a count made later would miss this batch in the checkpoint
         self.train_tokens += batch.numel() - batch.size(0)
+        if self.global_step % max(1, self.trainer.max_steps // 50) == 0:
+            self.train_curve.append([self.train_tokens, loss.item()])
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):   # after backward + optimiser step
         self.train_seconds += time.perf_counter() - self._t0
-        if self.global_step % max(1, self.trainer.max_steps // 50) == 0:
-            self.train_curve.append([self.train_tokens, outputs["loss"].item()])
 
     def validation_step(self, batch, batch_idx):
         (batch,) = batch
@@ -101,13 +101,13 @@ class GPT(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["gpt"] = {"best_loss": self.best_loss, "best_step": self.best_step, "best_state": self.best_state,
-                             "history": self.history, "train_curve": self.train_curve,
+                             "train_curve": self.train_curve,
                              "train_tokens": self.train_tokens, "train_seconds": self.train_seconds}
 
     def on_load_checkpoint(self, checkpoint):
         s = checkpoint["gpt"]
         self.best_loss, self.best_step, self.best_state = s["best_loss"], s["best_step"], s["best_state"]
-        self.history, self.train_curve = s["history"], s["train_curve"]
+        self.train_curve = s["train_curve"]
         self.train_tokens, self.train_seconds = s["train_tokens"], s["train_seconds"]
 
     def configure_optimizers(self):

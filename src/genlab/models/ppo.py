@@ -101,11 +101,11 @@ class PPO(pl.LightningModule):
             self.curve.append({"step": len(self.history), **self.evaluator(self.policy)})
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["ppo"] = {"beta": self.kl_ctl.beta, "history": self.history, "curve": self.curve}
+        checkpoint["ppo"] = {"beta": self.kl_ctl.beta, "curve": self.curve}   # history: runner.ResumeCursor
 
     def on_load_checkpoint(self, checkpoint):
         state = checkpoint["ppo"]
-        self.kl_ctl.beta, self.history, self.curve = state["beta"], state["history"], state["curve"]
+        self.kl_ctl.beta, self.curve = state["beta"], state["curve"]
 
     def configure_optimizers(self):
         params = [*self.policy.parameters(), *self.value_head.parameters()]

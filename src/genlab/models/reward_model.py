@@ -5,8 +5,8 @@ Batch: chosen / rejected sequences ``[B, L]``, their last-token indices ``[B]`` 
 from __future__ import annotations
 
 import lightning.pytorch as pl
-import torch
 
+from genlab.models.optim import adamw_one_cycle
 from genlab.nn.heads import RewardModel
 from genlab.rl.preference import bradley_terry_loss
 
@@ -29,7 +29,4 @@ class RewardModelling(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
-                                                    total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_one_cycle(self, self.parameters(), self.lr, self.weight_decay)

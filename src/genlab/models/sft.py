@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from genlab.models.optim import adamw_one_cycle
 from genlab.nn.transformer import Transformer
 
 
@@ -32,8 +33,4 @@ class CausalLM(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        # One-cycle (Smith & Topin 2017): warm up to lr, then anneal over the whole run.
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
-                                                    total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_one_cycle(self, self.parameters(), self.lr, self.weight_decay)

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.fabric.utilities.rank_zero import rank_zero_only  # noqa: E402
 
+from genlab.errors import GenlabError  # noqa: E402
 from genlab.io import atomic_write, write_json  # noqa: E402
 
 
@@ -43,6 +44,9 @@ def write_metrics(cfg, stage: str, metrics: dict[str, Any]) -> None:
 @rank_zero_only
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     """Rows of dicts → CSV (columns from the first row)."""
+    if not rows:
+        raise GenlabError(f"no rows to write to {path} (the run recorded no history)",
+                          "report this as a bug; re-run the stage with a fresh checkpoint folder")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -122,7 +123,9 @@ def metrics_diff(rev: str = "HEAD") -> tuple[list[tuple], str]:
     history, e.g. in a fresh copy; or nothing changed).
     """
     try:
-        out = subprocess.run(["dvc", "metrics", "diff", rev, "--json"], capture_output=True, text=True, timeout=120)
+        # `python -m dvc` from this interpreter: the venv's bin/ need not be on PATH (CI calls .venv/bin/python)
+        out = subprocess.run([sys.executable, "-m", "dvc", "metrics", "diff", rev, "--json"],
+                             capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
         return [], f"no metrics diff: dvc could not run ({e})"
     if out.returncode != 0:

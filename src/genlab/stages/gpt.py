@@ -78,7 +78,8 @@ def run(cfg) -> None:
     c = cfg.model.gpt
     data, vocab = load_text(cfg)
     net_cfg = net_config(cfg, len(vocab))
-    run_config = [OmegaConf.to_container(c, resolve=True), cfg.data.text]
+    # the vocabulary too: a corpus re-prepared with other characters must not resume this run's checkpoint
+    run_config = [OmegaConf.to_container(c, resolve=True), cfg.data.text, vocab]
     started = time.perf_counter()
     module = train_lm(cfg, stage="gpt", run="char", net_cfg=net_cfg, optim=c.optim, max_iters=c.max_iters,
                       lr_decay_iters=c.lr_decay_iters, eval_interval=c.eval_interval, val_tokens=c.val_tokens,

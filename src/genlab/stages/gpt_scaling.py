@@ -42,7 +42,7 @@ def train_run(cfg, size: str, tokens: int, data, vocab: list[str]) -> dict:
     shared = {k: c[k] for k in ("head_dim", "block_size", "pos", "optim", "val_tokens")}
     module = train_lm(cfg, stage="gpt_scaling", run=f"{size}-D{tokens}", net_cfg=net_cfg, optim=c.optim,
                       max_iters=steps, lr_decay_iters=steps, eval_interval=steps, val_tokens=c.val_tokens, data=data,
-                      run_config=[size, steps, OmegaConf.to_container(OmegaConf.create(shared)), cfg.data.text])
+                      run_config=[size, steps, OmegaConf.to_container(OmegaConf.create(shared)), cfg.data.text, vocab])
     n, d = module.net.n_params(non_embedding=True), module.train_tokens
     row = {"size": size, "budget": tokens, "n_layer": n_layer, "n_embd": n_embd, "N": n, "D": d, "C": 6 * n * d,
            "val_loss": module.history[-1]["val_loss"], "steps": steps,
