@@ -90,3 +90,16 @@ def without_timing(metrics):
     if isinstance(metrics, list):
         return [without_timing(v) for v in metrics]
     return metrics
+
+
+def complete_checkpoint(root: Path) -> Path | None:
+    """A complete ``last.ckpt`` under ``root`` (torch can read it back), if a running stage has written one."""
+    import torch
+
+    for ckpt in root.rglob("last.ckpt"):
+        try:
+            torch.load(ckpt, map_location="cpu", weights_only=True)
+            return ckpt
+        except Exception:   # vanished (run finished) or being written
+            pass
+    return None

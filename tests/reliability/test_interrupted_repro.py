@@ -11,21 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from conftest import ROOT
+from conftest import ROOT, complete_checkpoint
 from test_pipeline import IGNORE, sh
-
-
-def training_checkpoint(repo: Path) -> Path | None:
-    """A complete last.ckpt of a running stage, if there is one."""
-    for ckpt in (repo / "checkpoints").rglob("last.ckpt"):
-        try:
-            torch.load(ckpt, map_location="cpu", weights_only=True)
-            return ckpt
-        except Exception:   # vanished (stage finished) or being written
-            pass
-    return None
 
 
 @pytest.mark.slow
@@ -42,7 +30,7 @@ def test_killed_dvc_repro_reruns_to_a_clean_consistent_pipeline(tmp_path):
     proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)   # its own process group: dvc and the stage it runs
     deadline = time.time() + 900
-    while (ckpt := training_checkpoint(repo)) is None and time.time() < deadline:
+    while (ckpt := complete_checkpoint(repo / "checkpoints")) is None and time.time() < deadline:
         assert proc.poll() is None, "dvc repro ended before a training checkpoint could be caught"
         time.sleep(0.05)
     assert ckpt is not None, "no training stage wrote a checkpoint within 15 minutes"

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import without_timing
+from conftest import complete_checkpoint, without_timing
 
 from genlab.io import load_model
 
@@ -91,17 +90,6 @@ def upstream(prepared, tmp_path_factory):
     return build
 
 
-def checkpoint_written(root: Path) -> bool:
-    """A complete last.ckpt exists (torch can read it back)."""
-    for ckpt in root.rglob("last.ckpt"):
-        try:
-            torch.load(ckpt, map_location="cpu", weights_only=True)
-            return True
-        except Exception:   # vanished (run finished) or being written
-            pass
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", list(CASES))
 def test_kill_9_then_rerun_resumes_to_the_same_result(stage, prepared, upstream, tmp_path):
@@ -118,7 +106,7 @@ def test_kill_9_then_rerun_resumes_to_the_same_result(stage, prepared, upstream,
     proc = subprocess.Popen(command(stage, killed, data), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.time() + 600
-    while not checkpoint_written(killed / "checkpoints") and time.time() < deadline:
+    while not complete_checkpoint(killed / "checkpoints") and time.time() < deadline:
         assert proc.poll() is None, "finished before a checkpoint could be caught; give it more steps"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
