@@ -46,6 +46,12 @@ def test_ot_coupling_is_the_exact_minimiser_and_beats_random_pairing():
     paired = matchers.OTCFM().pair(x0, x1)
     assert cost(paired, x1) < 0.8 * cost(x0, x1)
     assert sorted(map(tuple, paired.tolist())) == sorted(map(tuple, x0.tolist()))   # a permutation of the noise
+    blocked = matchers.OTCFM(block=64).pair(x0, x1)                  # each block of 64 is its own exact plan
+    for start in range(0, 256, 64):
+        part = slice(start, start + 64)
+        assert sorted(map(tuple, blocked[part].tolist())) == sorted(map(tuple, x0[part].tolist()))
+        assert cost(blocked[part], x1[part]) == pytest.approx(cost(matchers.OTCFM().pair(x0[part], x1[part]), x1[part]))
+    assert cost(paired, x1) <= cost(blocked, x1) < 0.8 * cost(x0, x1)
 
 
 class Spy(nn.Module):

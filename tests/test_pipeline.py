@@ -1,6 +1,8 @@
 """End to end: the smoke preset through `dvc repro` in a temp copy of the checkout."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -83,3 +85,17 @@ def test_dvc_exp_run_recomposes_params_through_hydra(smoke_repo):
        cwd=smoke_repo)
     shown = sh("dvc", "exp", "show", "--json", cwd=smoke_repo).stdout
     assert "wider" in shown and "24" in shown
+
+
+@pytest.mark.slow
+def test_dvc_exp_queue_runs_one_experiment_per_grid_value(smoke_repo):
+    """README's queue recipe: `dvc exp run --queue -S key=a,b` queues a grid, the queue runs every point."""
+    if sh("git", "status", "--porcelain", cwd=smoke_repo).stdout.strip():
+        sh("git", "add", "-A", cwd=smoke_repo)
+        sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke", cwd=smoke_repo)
+    sh("dvc", "exp", "run", "--queue", "-S", "experiment=smoke", "-S", "model.classifier.mlp.width=20,28",
+       cwd=smoke_repo)
+    sh("dvc", "exp", "run", "--run-all", cwd=smoke_repo)
+    rows = list(csv.DictReader(io.StringIO(sh("dvc", "exp", "show", "--csv", cwd=smoke_repo).stdout)))
+    queued = {r["model.classifier.mlp.width"] for r in rows if r.get("State") in ("", "Success", None)}
+    assert {"20", "28"} <= queued, rows

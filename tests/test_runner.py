@@ -121,3 +121,30 @@ def test_ddp_two_cpu_processes_sync_validation_metrics(make_cfg, prepared, tmp_p
         one = trainer.validate(module, val, verbose=False)[0]
     # same weights (ddp_spawn copies them back to rank 0's module), full val set on both: same accuracy
     assert ddp["val/acc"] == pytest.approx(one["val/acc"], abs=1e-6)
+
+
+class Draws(Classifier):
+    """A classifier that records a random number per training step and saves them per rank."""
+
+    def __init__(self, out: Path):
+        super().__init__(MLP(8), lr=1e-3, weight_decay=0.0, shift=0)
+        self.out, self.draws = out, []
+
+    def training_step(self, batch, batch_idx):
+        self.draws.append(float(torch.rand(())))
+        return super().training_step(batch, batch_idx)
+
+    def on_train_end(self):
+        torch.save(self.draws, self.out / f"rank{self.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_draw_different_random_numbers(make_cfg, prepared, tmp_path):
+    """Same weights on every rank (DDP broadcasts rank 0's), but each rank its own noise/augmentation stream."""
+    cfg = make_cfg(prepared, f"paths.checkpoints={tmp_path / 'ckpt'}", "trainer=ddp_cpu", "trainer.strategy=ddp_spawn",
+                   "trainer.deterministic=false")
+    data = load_mnist(cfg)
+    with runner.session(cfg, stage="test", run="draws", run_config={}, max_steps=3) as trainer:
+        runner.fit(trainer, Draws(tmp_path), loader(data["train_x"], data["train_y"], batch_size=32, seed=0))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert len(rank0) == len(rank1) == 3 and rank0 != rank1

@@ -41,6 +41,16 @@ def test_samples_are_processed_independently(net):
     torch.testing.assert_close(net(x, t, y)[:1], net(x[:1], t[:1], y[:1]))
 
 
+def test_chunked_inference_equals_one_batch(net):
+    """Without gradients a batch larger than ``eval_chunk`` is evaluated in chunks: same output as one pass."""
+    x, t, y = torch.randn(7, 1, 28, 28), torch.rand(7), torch.arange(7)
+    whole = net(x, t, y)                                   # 7 ≤ eval_chunk: one pass
+    net.eval_chunk = 3
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, y), whole.detach())
+        torch.testing.assert_close(net(x, torch.tensor(0.4)), net(x, torch.full((7,), 0.4)))
+
+
 def test_timestep_embedding_known_values():
     e = timestep_embedding(torch.tensor([0.0, 0.001]), 4)      # frequencies 1, 1e-2; argument 1000·t
     torch.testing.assert_close(e[0], torch.tensor([0.0, 0.0, 1.0, 1.0]))

@@ -62,7 +62,7 @@ def quiet_logs() -> None:
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*",
-                    ".*The number of training batches.*"):
+                    ".*The number of training batches.*", ".*but have no `val_dataloader`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

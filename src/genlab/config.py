@@ -358,6 +358,7 @@ class FlowMatchingConfig:
     couplings: list[str] = field(default_factory=lambda: ["gaussian", "ot"])   # all trained in 2D (+ "independent")
     sigma: float = 0.0                # path noise of I-CFM / OT-CFM
     sigma_min: float = 1e-4           # Lipman's Gaussian path: width of p_1 around the data
+    ot_block: Optional[int] = 128     # OT-CFM: exact assignment within blocks of this many pairs; null: whole batch
     rtol: float = 1e-5                # dopri5 tolerances (likelihood, dopri5 sampler)
     atol: float = 1e-5
     ema: float = 0.995                # decay of the 2D models' weight average (the evaluated weights)
@@ -369,6 +370,8 @@ class FlowMatchingConfig:
         one_of(self, "coupling", ("independent", "ot", "gaussian"))
         one_of(self, "couplings", ("independent", "ot", "gaussian"))
         positive(self, "rtol", "atol", "sigma_min")
+        if self.ot_block is not None:
+            positive(self, "ot_block")
         fraction(self, "ema")
         if self.coupling not in self.couplings or self.sigma < 0:
             raise ConfigError(f"model.flow_matching: coupling={self.coupling!r} must be in couplings={self.couplings}"

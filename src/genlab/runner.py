@@ -3,7 +3,8 @@
 ``with session(cfg, stage=…, run=…, run_config=…) as trainer: fit(trainer, module, train, val)``
 gives every stage:
 
-* seeds (``seed_everything(seed, workers=True)``) and deterministic algorithms on CPU;
+* seeds (``seed_everything(seed, workers=True)``; under DDP each rank its own at train start)
+  and deterministic algorithms on CPU;
 * ``last.ckpt`` every ``trainer.checkpoint_every`` steps under
   ``checkpoints/<stage>/<run>-<hash of run_config>/``; a rerun with the same config
   resumes from it automatically (loaders and RNG state included, so the result is
@@ -77,8 +78,8 @@ class ResumeCursor(Callback):
     that step's ``scheduler.step()``, so they would lag one step behind forever.
     """
 
-    def __init__(self):
-        self.pending: dict | None = None
+    def __init__(self, seed: int):
+        self.seed, self.pending = seed, None
 
     @staticmethod
     def _sampler(trainer):
@@ -104,21 +105,24 @@ class ResumeCursor(Callback):
             module.history = checkpoint["history"]
 
     def on_train_start(self, trainer, module):
-        if self.pending is None:
-            return
-        # RNG last: creating the DataLoader iterator (just done by Lightning) draws from torch's RNG
-        rng, loader = self.pending.get("rng"), self.pending.get("loader")
-        if loader and (sampler := self._sampler(trainer)):
-            sampler.load_state_dict(loader)
-        for config in trainer.lr_scheduler_configs:
-            if config.interval == "step" and config.frequency == 1:
-                while config.scheduler.last_epoch < trainer.global_step:
-                    config.scheduler.step()
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), rng["numpy_pos"], 0, 0.0))
-            random.setstate((3, tuple(rng["python"]), None))
-        self.pending = None
+        if self.pending is not None:
+            # RNG last: creating the DataLoader iterator (just done by Lightning) draws from torch's RNG
+            rng, loader = self.pending.get("rng"), self.pending.get("loader")
+            if loader and (sampler := self._sampler(trainer)):
+                sampler.load_state_dict(loader)
+            for config in trainer.lr_scheduler_configs:
+                if config.interval == "step" and config.frequency == 1:
+                    while config.scheduler.last_epoch < trainer.global_step:
+                        config.scheduler.step()
+            if rng:
+                torch.set_rng_state(rng["torch"])
+                np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), rng["numpy_pos"], 0, 0.0))
+                random.setstate((3, tuple(rng["python"]), None))
+            self.pending = None
+        if trainer.world_size > 1:
+            # per-rank seeds: DDP gives every rank rank 0's weights, but each must draw its own noise,
+            # timesteps and augmentations; (seed, rank, step) also re-seeds a resumed rank its own way
+            pl.seed_everything(self.seed + 100_003 * trainer.global_rank + trainer.global_step, verbose=False)
 
 
 def check_hardware(cfg: DictConfig) -> None:
@@ -190,7 +194,7 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
         default_root_dir=str(ckpt_dir),
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                    every_n_train_steps=t.checkpoint_every),
-                   FiniteLoss(stage), ResumeCursor(),
+                   FiniteLoss(stage), ResumeCursor(cfg.seed),
                    *([TQDMProgressBar(refresh_rate=max(1, t.log_every))] if bar else []),
                    *(callbacks or [])],
         **kwargs)

@@ -42,11 +42,22 @@ class IndependentCFM:
 
 
 class OTCFM(IndependentCFM):
+    """``block``: solve the assignment within consecutive blocks of that many pairs (the batch is random,
+    so each block is a random minibatch); the Hungarian algorithm costs O(n³), so a 512 batch in blocks
+    of 128 costs 1/16 of one 512 solve. None: one exact plan over the whole batch."""
+
+    def __init__(self, sigma: float = 0.0, block: int | None = None):
+        super().__init__(sigma)
+        self.block = block
+
     def pair(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        """Permute x0 to the exact minimiser of Σ‖x0_π(i) − x1_i‖² (Hungarian algorithm, equal uniform weights)."""
-        cost = torch.cdist(x1.flatten(1), x0.flatten(1)).pow(2)
-        _, perm = linear_sum_assignment(cost.numpy())
-        return x0[torch.as_tensor(perm)]
+        """Permute x0 to the exact minimiser of Σ‖x0_π(i) − x1_i‖² within each block (Hungarian algorithm)."""
+        perm = torch.empty(len(x0), dtype=torch.long)
+        for start in range(0, len(x0), self.block or len(x0)):
+            end = min(start + (self.block or len(x0)), len(x0))
+            cost = torch.cdist(x1[start:end].flatten(1), x0[start:end].flatten(1)).pow(2)
+            perm[start:end] = torch.as_tensor(linear_sum_assignment(cost.numpy())[1]) + start
+        return x0[perm]
 
 
 class GaussianPathCFM(IndependentCFM):
@@ -62,7 +73,7 @@ class GaussianPathCFM(IndependentCFM):
         return x1 - (1 - self.sigma_min) * x0
 
 
-def build(coupling: str, sigma: float, sigma_min: float) -> IndependentCFM:
+def build(coupling: str, sigma: float, sigma_min: float, ot_block: int | None = None) -> IndependentCFM:
     """The matcher for ``coupling`` ∈ COUPLINGS."""
-    return {"independent": lambda: IndependentCFM(sigma), "ot": lambda: OTCFM(sigma),
+    return {"independent": lambda: IndependentCFM(sigma), "ot": lambda: OTCFM(sigma, ot_block),
             "gaussian": lambda: GaussianPathCFM(sigma_min)}[coupling]()

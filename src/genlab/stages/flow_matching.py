@@ -48,10 +48,11 @@ def section(cfg, *keys: str) -> dict:
 def train_toy(cfg, coupling: str, train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[FlowMatching, TrainClock]:
     c, s = cfg.model.flow_matching, cfg.model.flow_matching.toy
     runner.seed_all(cfg)
-    module = FlowMatching(VectorField(2, s.width, s.depth, s.activation), matchers.build(coupling, c.sigma, c.sigma_min),
+    module = FlowMatching(VectorField(2, s.width, s.depth, s.activation),
+                          matchers.build(coupling, c.sigma, c.sigma_min, c.ot_block),
                           s.lr, rtol=c.rtol, atol=c.atol)
     clock = TrainClock("test/nll")
-    run_config = [section(cfg, "sigma", "sigma_min", "rtol", "atol", "ema", "toy"), coupling, len(train_x)]
+    run_config = [section(cfg, "sigma", "sigma_min", "ot_block", "rtol", "atol", "ema", "toy"), coupling, len(train_x)]
     with runner.session(cfg, stage="flow_matching", run=f"toy_{coupling}", run_config=run_config, max_steps=s.steps,
                         callbacks=[EMAWeightAveraging(decay=c.ema), clock], inference_mode=False) as trainer:
         runner.fit(trainer, module, loader(train_x, batch_size=s.batch_size, seed=cfg.seed,
@@ -82,7 +83,7 @@ def toy(cfg) -> dict:
     for coupling in c.couplings:
         module, clock = train_toy(cfg, coupling, train_x, test_x)
         save_model(Path(cfg.paths.models) / "flow_matching" / f"toy_{coupling}.pt", module.net.state_dict(),
-                   {"coupling": coupling, "dataset": dataset, **section(cfg, "sigma", "sigma_min", "ema", "toy")})
+                   {"coupling": coupling, "dataset": dataset, **section(cfg, "sigma", "sigma_min", "ot_block", "ema", "toy")})
         write_csv(plots_dir(cfg, "flow_matching") / f"toy_{coupling}_nll.csv",
                   [{"step": h["step"], "seconds": h["seconds"], "cpu_seconds": h["cpu_seconds"],
                     "test_nll": h["test/nll"]} for h in clock.history])
