@@ -126,12 +126,12 @@ def test_samplers_call_the_network_the_stated_number_of_times(w):
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_samplers_recover_a_point_mass_with_the_exact_noise_predictor(schedule):
-    """With data = one image c, the true ε(x_t) is known; DDIM (any step count) and DDPM must return c."""
+    """With data = one image c, the true ε(x_t) is known; DDIM (any step count, η = 0 or 1) and DDPM must return c."""
     d = Diffusion(nn.Identity(), T=100, schedule=schedule)
     c = torch.linspace(-0.9, 0.9, 784).view(1, 1, 28, 28)
     d.ema = PointMassOracle(d.alpha_bar, c, d.T)
     y = torch.zeros(3, dtype=torch.long)
-    for x in (d.sample_ddim(y, 5), d.sample_ddim(y, 100), d.sample_ddpm(y)):
+    for x in (d.sample_ddim(y, 5), d.sample_ddim(y, 100), d.sample_ddim(y, 5, eta=1.0), d.sample_ddpm(y)):
         torch.testing.assert_close(x, c.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
 
 

@@ -392,6 +392,7 @@ class DiffusionConfig:
     snr_gamma: float = 5.0            # Min-SNR-γ loss weight min(SNR, γ)/SNR (Hang et al. 2023); 0: L_simple
     label_dropout: float = 0.2        # p(label → null) in training
     sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
+    ddim_eta: float = 1.0             # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
     sweep_steps: list[int] = field(default_factory=lambda: [5, 20])   # extra DDIM step counts (w = 0): quality vs NFE
     guidance_ws: list[float] = field(default_factory=lambda: [1.0, 3.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
     n_samples: int = 1000             # per run (DDIM and DDPM), equally many per class
@@ -400,6 +401,8 @@ class DiffusionConfig:
         positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
         fraction(self, "ema", "label_dropout")
         one_of(self, "schedule", ("linear", "cosine"))
+        if not 0 <= self.ddim_eta <= 1:
+            raise ConfigError(f"{self.path}.ddim_eta={self.ddim_eta} must be in [0, 1]", "use 0 (deterministic) … 1")
         if self.snr_gamma < 0:
             raise ConfigError(f"{self.path}.snr_gamma={self.snr_gamma} must be ≥ 0", "use 5 (Min-SNR-5) or 0 (L_simple)")
         if not self.guidance_ws or min(self.guidance_ws) <= 0 or max([self.sample_steps, *self.sweep_steps]) > self.timesteps \

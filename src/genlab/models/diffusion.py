@@ -148,11 +148,13 @@ class Diffusion(pl.LightningModule):
         return [int(t) for t in torch.linspace(self.T, 1, n_steps, dtype=torch.float64).round()]
 
     @torch.no_grad()
-    def sample_ddim(self, y: torch.Tensor, n_steps: int, w: float = 0.0,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Deterministic DDIM (Song et al. 2021 eq. 12, η = 0) over ``n_steps`` network evaluations.
+    def sample_ddim(self, y: torch.Tensor, n_steps: int, w: float = 0.0, generator: torch.Generator | None = None,
+                    eta: float = 0.0) -> torch.Tensor:
+        """DDIM (Song et al. 2021 eq. 12) over ``n_steps`` network evaluations; η = 0 is deterministic.
 
-        x_{τ−1} = √ᾱ_{τ−1} · x̂0 + √(1 − ᾱ_{τ−1}) · ε̃, x̂0 = (x_τ − √(1 − ᾱ_τ) ε̃)/√ᾱ_τ; the last step goes to ᾱ = 1."""
+        x_{τ−1} = √ᾱ_{τ−1} · x̂0 + √(1 − ᾱ_{τ−1} − σ²) · ε̃ + σ·z, x̂0 = (x_τ − √(1 − ᾱ_τ) ε̃)/√ᾱ_τ, with
+        σ = η·√((1 − ᾱ_{τ−1})/(1 − ᾱ_τ))·√(1 − ᾱ_τ/ᾱ_{τ−1}) (eq. 16; η = 1: DDPM's posterior over the sub-sequence);
+        the last step goes to ᾱ = 1."""
         x = torch.randn(len(y), 1, 28, 28, generator=generator).to(self.betas.device)
         taus = self.ddim_steps(n_steps)
         for i, t in enumerate(taus):
@@ -161,5 +163,8 @@ class Diffusion(pl.LightningModule):
             e = self.eps(x, t, y, w)
             x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
             e = (x - ab.sqrt() * x0) / (1 - ab).sqrt()                  # ε consistent with the clipped x̂0
-            x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * e
+            sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).sqrt()
+            x = ab_next.sqrt() * x0 + (1 - ab_next - sigma ** 2).clamp(min=0).sqrt() * e
+            if eta > 0:
+                x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
         return x

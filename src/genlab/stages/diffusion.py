@@ -51,7 +51,7 @@ def sample_runs(cfg, module: Diffusion) -> tuple[dict[str, np.ndarray], list[dic
         key = f"{sampler}{nfe}_w{w:g}"
         gen = torch.Generator().manual_seed(cfg.seed)      # common random numbers across runs
         start = time.perf_counter()
-        x = module.sample_ddim(y, nfe, w, gen) if sampler == "ddim" else module.sample_ddpm(y, w, gen)
+        x = module.sample_ddim(y, nfe, w, gen, c.ddim_eta) if sampler == "ddim" else module.sample_ddpm(y, w, gen)
         seconds = time.perf_counter() - start
         arrays[f"{key}_x"] = ((x.squeeze(1) + 1) / 2).clamp(0, 1).numpy().astype(np.float32)
         arrays[f"{key}_y"] = y.numpy().astype(np.int64)
