@@ -14,6 +14,7 @@ from genlab.data.corrupt import randomize_labels, shuffle_pixels
 from genlab.evaluate.adversarial import accuracy, fgsm, input_gradient, pgd, project
 from genlab.evaluate.calibration import ece, ece_change_ci, fit_temperature, reliability
 from genlab.evaluate.uncertainty import ensemble_probs, entropy, ood_auroc, ood_inputs
+from genlab.errors import GenlabError
 from genlab.io import load_arrays
 from genlab.nn.classifiers import MLP
 
@@ -202,6 +203,54 @@ def test_temperature_scaling_never_changes_predictions_and_lowers_ece_of_an_over
     assert ece((test_logits / t).softmax(-1), test_labels) < 0.3 * ece(test_logits.softmax(-1), test_labels)
 
 
+class Lookup(nn.Module):
+    """A "network" returning planted logits ``[N, K]`` for images whose first two pixels encode their row index."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hi, lo = (x[:, 0, 0, :2] * 255).round().long().unbind(-1)
+        return self.logits[hi * 256 + lo]
+
+
+def indexed_images(n: int) -> torch.Tensor:
+    x = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    x[:, 0, 0], x[:, 0, 1] = torch.arange(n) // 256, torch.arange(n) % 256
+    return x
+
+
+@pytest.mark.parametrize("sharpen", [1.0, 2.5])
+def test_calibration_fits_temperature_on_held_out_images_and_fixes_only_an_overconfident_net(make_cfg, tmp_path,
+                                                                                           sharpen):
+    from genlab.stages.generalization import calibration
+
+    probs, labels = calibrated(4000, sharpen=sharpen, seed=3)
+    x, net = indexed_images(4000), Lookup(probs.log())
+    held_out, data = {"x": x[:2000], "y": labels[:2000]}, {"test_x": x[2000:], "test_y": labels[2000:]}
+    out, bins = calibration(make_cfg(tmp_path), net, held_out, data)
+    assert out["n_fit"] == 2000 and sum(b["count"] for b in bins["after"]) == 2000
+    assert out["test_accuracy"] == (probs[2000:].argmax(-1) == labels[2000:]).float().mean().item()
+    assert out["temperature"] == pytest.approx(sharpen, rel=0.15)        # T undoes the planted sharpening
+    lo, hi = out["ece_change_ci95"]
+    if sharpen > 1:                                                     # overconfident: fixed, surely
+        assert out["ece_after"] < 0.5 * out["ece_before"] and hi < 0 and out["nll_after"] < out["nll_before"]
+    else:                                                               # calibrated: nothing to fix
+        assert abs(out["ece_after"] - out["ece_before"]) < 0.01 and lo < 0.01 and hi > -0.01
+
+
+def test_memorized_subset_and_the_held_out_rest_partition_the_training_images(make_cfg, prepared, tmp_path):
+    from genlab.stages.generalization import subset
+
+    cfg = make_cfg(prepared)
+    inside, outside = subset(cfg, 100)
+    assert len(inside) == cfg.model.generalization.random_labels.n_train
+    assert torch.equal(torch.cat([inside, outside]).sort().values, torch.arange(100))   # a partition
+    with pytest.raises(GenlabError):
+        subset(cfg, cfg.model.generalization.random_labels.n_train - 1)
+
+
 # --- uncertainty -----------------------------------------------------------------------------
 
 def test_entropy_known_values_and_ensemble_mean():
@@ -248,8 +297,16 @@ def test_stage_smoke_writes_metrics_in_the_issue_format(make_cfg, prepared, tmp_
         assert m[attack]["eps"] == list(g.adversarial.eps)
         assert set(m[attack]["accuracy"]) == {"mlp", "cnn", "mlp_fgsm_trained"}
         assert all(len(v) == len(g.adversarial.eps) for v in m[attack]["accuracy"].values())
-    for key in ("ece_before", "ece_after", "temperature", "ece_change_ci95"):
-        assert set(m["calibration"][key]) == {"mlp", "cnn", "mlp_memorizer"}
+    cal = m["calibration"]
+    assert cal["model"] == "mlp_overfit" and set(cal["per_model"]) == {"mlp", "cnn", "mlp_overfit"}
+    for key in ("ece_before", "ece_after", "temperature"):
+        assert isinstance(cal[key], float) and cal[key] == cal["per_model"]["mlp_overfit"][key]
+    lo, hi = cal["ece_change_ci95"]
+    assert lo <= hi
+    arrays, _ = load_arrays(Path(prepared) / "data" / "mnist")
+    n_val, n_train = len(arrays["val_y"]), len(arrays["train_y"])
+    assert cal["n_fit"] == n_val + n_train - g.random_labels.n_train      # val + the unmemorized train images
+    assert cal["per_model"]["cnn"]["n_fit"] == n_val
     assert 0.0 <= m["ood_auroc"] <= 1.0 and m["ood"]["members"] == g.uncertainty.ensemble
     figures = {p.name for p in (tmp_path / "reports" / "figures" / "generalization").glob("*.png")}
     assert {"random_labels.png", "adversarial_accuracy.png", "adversarial_cnn.png", "reliability_mlp.png",

@@ -254,9 +254,10 @@ class UncertaintyConfig:
     n_bins: int = 15                  # ECE / reliability-diagram bins
     ensemble: int = 5                 # deep-ensemble members: models/classifier/mlp.pt + (ensemble−1) reseeded
     ood: list[str] = field(default_factory=lambda: ["rotated", "noise"])
+    overfit_epochs: int = 150         # Guo et al.'s overconfident MLP: random_labels net, clean labels, no wd/stop
 
     def __post_init__(self):
-        positive(self, "n_bins", "ensemble")
+        positive(self, "n_bins", "ensemble", "overfit_epochs")
         one_of(self, "ood", ("rotated", "noise"))
 
 

@@ -7,11 +7,15 @@
 2. Adversarial examples against ``models/classifier/{mlp,cnn}.pt``: accuracy vs ε for FGSM and
    PGD on ``n_examples`` test images; a grid of original / perturbed / difference images; the
    same curves for the MLP recipe trained adversarially (FGSM at ``train_eps``).
-3. Calibration and uncertainty: ECE and reliability diagrams before/after temperature scaling
-   (fitted on the validation split, with a paired-bootstrap 95% interval of the ECE change) for the
-   classifiers and for the unregularized clean-label memorizer of 1 (Guo et al.'s overconfident
-   case: no augmentation, no weight decay); predictive entropy of an MLP deep ensemble (the trained
-   classifier + reseeded copies) on test digits vs OOD inputs, summarised by AUROC.
+3. Calibration and uncertainty: test ECE and reliability diagrams before/after temperature scaling
+   (T fitted by NLL on held-out images, with a paired-bootstrap 95% interval of the ECE change).
+   The headline model is Guo et al.'s overconfident case, ``mlp_overfit``: the recipe of 1 on its
+   clean subset, unregularized (no augmentation, no weight decay), trained ``overfit_epochs`` with no
+   early stop, long past 100% train accuracy, so its NLL overfits. Its T is fitted on the validation
+   split plus the training images outside its subset (2,000 held-out images by default, not 500);
+   the classifiers, trained on all training images, are calibrated on the validation split and
+   reported per model. Then predictive entropy of an MLP deep ensemble (the trained classifier +
+   reseeded copies) on test digits vs OOD inputs, summarised by AUROC.
 
 Writes ``reports/metrics/generalization.json``, ``reports/plots/generalization/*.csv`` and
 ``reports/figures/generalization/*.png``.
@@ -43,6 +47,7 @@ from genlab.stages.classifier import fit_and_test, load_mnist, model_config, tra
 
 STAGE = "generalization"
 CHANCE = 0.1
+HEADLINE = "mlp_overfit"   # the calibration headline: Guo et al.'s overconfident network
 
 
 def load_classifier(cfg, arch: str) -> nn.Module:
@@ -55,7 +60,7 @@ def load_classifier(cfg, arch: str) -> nn.Module:
 
 # --- 1. random labels ----------------------------------------------------------------------
 
-def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, list[dict], nn.Module]:
+def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, list[dict]]:
     """Train the wide MLP on (train_x, train_y) until it fits; test on the true test labels.
     Its per-epoch "validation" is the training set itself (no augmentation), i.e. train accuracy."""
     r = cfg.model.generalization.random_labels
@@ -72,24 +77,30 @@ def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, lis
     print(f"[genlab] {STAGE}/{run}: train acc {curve[-1]['train_accuracy']:.3f}, "
           f"test acc {result['test_accuracy']:.3f}, steps to fit {steps}")
     return {"train_accuracy": curve[-1]["train_accuracy"], "test_accuracy": result["test_accuracy"],
-            "steps_to_fit": steps}, curve, module.net.eval()
+            "steps_to_fit": steps}, curve
 
 
-def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict], list[dict], nn.Module | None]:
-    """Memorization runs; also returns the clean-label (f = 0) network, if f = 0 is in the grid."""
+def subset(cfg, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the ``n_train`` memorized training images among ``n``, and of the other n − n_train."""
     r = cfg.model.generalization.random_labels
-    if r.n_train > len(data["train_y"]):
-        raise GenlabError(f"{r.path}.n_train={r.n_train} exceeds the {len(data['train_y'])} training images",
-                          f"set {r.path}.n_train ≤ {len(data['train_y'])}")
-    subset = torch.randperm(len(data["train_y"]), generator=torch.Generator().manual_seed(cfg.seed))[: r.n_train]
-    x, y, test_x, test_y = data["train_x"][subset], data["train_y"][subset], data["test_x"], data["test_y"]
+    if r.n_train > n:
+        raise GenlabError(f"model.generalization.random_labels.n_train={r.n_train} exceeds the {n} training images",
+                          f"set it ≤ {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    return perm[: r.n_train], perm[r.n_train:]
+
+
+def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict], list[dict]]:
+    """Memorization runs: summary, one row per label fraction, train-accuracy curves."""
+    r = cfg.model.generalization.random_labels
+    inside, _ = subset(cfg, len(data["train_y"]))
+    x, y, test_x, test_y = data["train_x"][inside], data["train_y"][inside], data["test_x"], data["test_y"]
     out = {"fraction": [], "train_accuracy": [], "test_accuracy": [], "steps_to_fit": [], "pixels": {},
            "n_train": r.n_train, "chance": CHANCE}
-    rows, curves, clean = [], [], None
+    rows, curves = [], []
     for f in r.fractions:   # same generator seed: the corrupted sets are nested as f grows
         noisy, _ = randomize_labels(y, f, torch.Generator().manual_seed(cfg.seed + 1))
-        result, curve, net = memorize(cfg, f"labels-{f:g}", x, noisy, test_x, test_y)
-        clean = net if f == 0 else clean
+        result, curve = memorize(cfg, f"labels-{f:g}", x, noisy, test_x, test_y)
         rows.append({"fraction": f, **result})
         curves += curve
         for k in ("train_accuracy", "test_accuracy", "steps_to_fit"):
@@ -97,9 +108,9 @@ def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict],
         out["fraction"].append(f)
     for kind in r.pixels:   # train and test images permuted together ("shuffled": by one permutation)
         both = shuffle_pixels(torch.cat([x, test_x]), torch.Generator().manual_seed(cfg.seed + 2), kind == "random")
-        out["pixels"][kind], curve, _ = memorize(cfg, f"pixels-{kind}", both[: len(x)], y, both[len(x):], test_y)
+        out["pixels"][kind], curve = memorize(cfg, f"pixels-{kind}", both[: len(x)], y, both[len(x):], test_y)
         curves += curve
-    return out, rows, curves, clean
+    return out, rows, curves
 
 
 def random_labels_figure(rows: list[dict], curves: list[dict], pixels: dict) -> plt.Figure:
@@ -175,16 +186,37 @@ def adversarial_grid(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
 # --- 3. calibration and uncertainty -------------------------------------------------------
 
+def overfit(cfg, data: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """Guo et al.'s overconfident network: the memorization MLP on its clean subset for ``overfit_epochs``, with no
+    early stop, augmentation or weight decay (Guo et al. §3: less weight decay, worse calibration). Returns it and
+    its held-out images: the validation split + the training images outside the subset."""
+    r, epochs = cfg.model.generalization.random_labels, cfg.model.generalization.uncertainty.overfit_epochs
+    inside, outside = subset(cfg, len(data["train_y"]))
+    runner.seed_all(cfg)
+    module = Classifier(MLP(r.width), r.lr, weight_decay=0.0, shift=0)
+    split = {**data, "train_x": data["train_x"][inside], "train_y": data["train_y"][inside]}
+    result = fit_and_test(cfg, module, split, stage=STAGE, run="overfit", run_config=[r, epochs, cfg.data.mnist],
+                          epochs=epochs, batch_size=r.batch_size)
+    print(f"[genlab] {STAGE}/overfit: train loss {module.history[-1]['train_loss']:.2g}, "
+          f"test acc {result['test_accuracy']:.3f} after {epochs} epochs")
+    held_out = {"x": torch.cat([data["val_x"], data["train_x"][outside]]),
+                "y": torch.cat([data["val_y"], data["train_y"][outside]])}
+    return module.net.eval(), held_out
+
+
 @torch.no_grad()
-def calibration(cfg, net: nn.Module, data: dict[str, torch.Tensor]) -> tuple[dict, dict[str, list[dict]]]:
-    """Temperature fitted on val; ECE/NLL on test before and after; reliability bins for both."""
+def calibration(cfg, net: nn.Module, held_out: dict[str, torch.Tensor],
+                data: dict[str, torch.Tensor]) -> tuple[dict, dict[str, list[dict]]]:
+    """Temperature fitted on ``held_out`` {x, y}; accuracy, ECE and NLL on test before and after; reliability bins."""
     n_bins = cfg.model.generalization.uncertainty.n_bins
-    val_logits, test_logits = net(to_images(data["val_x"])), net(to_images(data["test_x"]))
+    fit_logits, test_logits = net(to_images(held_out["x"])), net(to_images(data["test_x"]))
     with torch.enable_grad():
-        temperature = fit_temperature(val_logits, data["val_y"])
+        temperature = fit_temperature(fit_logits, held_out["y"])
     y = data["test_y"]
     scaled = {"before": test_logits, "after": test_logits / temperature}
-    out = {"temperature": temperature, **{f"ece_{k}": ece(z.softmax(-1), y, n_bins) for k, z in scaled.items()},
+    out = {"temperature": temperature, "n_fit": len(held_out["y"]),
+           "test_accuracy": (test_logits.argmax(-1) == y).float().mean().item(),
+           **{f"ece_{k}": ece(z.softmax(-1), y, n_bins) for k, z in scaled.items()},
            "ece_change_ci95": ece_change_ci(test_logits.softmax(-1), scaled["after"].softmax(-1), y, n_bins,
                                             seed=cfg.seed),
            **{f"nll_{k}": F.cross_entropy(z, y).item() for k, z in scaled.items()}}
@@ -259,7 +291,7 @@ def run(cfg) -> None:
     nets = {arch: load_classifier(cfg, arch) for arch in cfg.model.classifier.archs}
     metrics = {}
 
-    metrics["random_labels"], rows, curve, memorizer = random_labels(cfg, data)
+    metrics["random_labels"], rows, curve = random_labels(cfg, data)
     write_csv(curves / "random_labels.csv", rows)
     write_csv(curves / "memorization_curves.csv", curve)
     save_figure(random_labels_figure(rows, curve, metrics["random_labels"]["pixels"]), figures / "random_labels.png")
@@ -274,16 +306,18 @@ def run(cfg) -> None:
     for arch, net in nets.items():
         save_figure(adversarial_grid(net, x[:8], y[:8], a.grid_eps, arch), figures / f"adversarial_{arch}.png")
 
-    metrics["calibration"], bins = {}, []
-    for arch, net in {**nets, **({"mlp_memorizer": memorizer} if memorizer is not None else {})}.items():
-        result, reliability_bins = calibration(cfg, net, data)
-        for k, v in result.items():
-            metrics["calibration"].setdefault(k, {})[arch] = v
+    val = {"x": data["val_x"], "y": data["val_y"]}
+    calibrated = {arch: (net, val) for arch, net in nets.items()} | {HEADLINE: overfit(cfg, data)}
+    per_model, bins = {}, []
+    for arch, (net, held_out) in calibrated.items():
+        result, reliability_bins = calibration(cfg, net, held_out, data)
+        per_model[arch] = result
         bins += [{"arch": arch, "scaling": when, **row} for when, rs in reliability_bins.items() for row in rs]
         save_figure(reliability_figure(reliability_bins, result, arch), figures / f"reliability_{arch}.png")
         print(f"[genlab] {STAGE}/calibration/{arch}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()
                                                                     if isinstance(v, float)))
     write_csv(curves / "reliability.csv", bins)
+    metrics["calibration"] = {"model": HEADLINE, **per_model[HEADLINE], "per_model": per_model}
 
     members = deep_ensemble(cfg, data, nets)
     ood, entropies = out_of_distribution(cfg, members, nets, to_images(data["test_x"]), data["test_y"])
