@@ -21,6 +21,7 @@ from genlab.errors import ConfigError
     ({"logger": {"wandb": {"mode": "cloud"}}}, "logger.wandb.mode='cloud' is not allowed"),
     ({"trainer": {"devices": 0}}, "trainer.devices must be a positive int"),
     ({"model": {"classifier": {"archs": ["mlp", "resnet"]}}}, "model.classifier.archs='resnet' is not allowed"),
+    ({"model": {"rlhf": {"reward_model": {"pool": "mean"}}}}, "model.rlhf.reward_model.pool='mean' is not allowed"),
 ])
 def test_validation_names_the_key(override, needle):
     with pytest.raises(ConfigError) as err:

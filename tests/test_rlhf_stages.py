@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from genlab.data.arithmetic import EOS, PAD, VOCAB, encode
+from genlab.data.arithmetic import EOS, PAD, STOI, VOCAB, encode
 from genlab.data.preferences import bradley_terry_labels, read_jsonl
 from genlab.errors import GenlabError
 from genlab.nn.heads import RewardModel
@@ -52,7 +52,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs(one_thread):
+@pytest.mark.parametrize("pool", ["last", "tokens"])
+def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs(one_thread, pool):
     """Gold = number of 7s in a 4-digit response; BT-labelled pairs (τ = 0.2); held-out pairs ranked by gold."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -71,7 +72,7 @@ def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs(one_
                 last_index(prompt_len, chosen), last_index(prompt_len, rejected), gc - gr]
 
     rm = RewardModel(Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=12, n_layer=1, n_head=2,
-                                                   n_embd=32)))
+                                                   n_embd=32)), pool, STOI["="])
     opt = torch.optim.Adam(rm.parameters(), lr=3e-3)
     train = pairs(4000)
     for step in range(300):
@@ -86,6 +87,25 @@ def test_reward_model_learns_a_planted_gold_reward_from_bradley_terry_pairs(one_
     strict = gold_diff != 0
     accuracy = float(((diff > 0) == (gold_diff > 0))[strict].float().mean())
     assert accuracy > 0.9, accuracy
+
+
+def test_token_pooled_reward_sums_logit_and_head_scores_of_the_response_tokens_only():
+    """r = Σ over response tokens y_t of logits(h_{t−1})[y_t] + head(h_t): prompt and pads excluded."""
+    rm = RewardModel(Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=12, n_layer=1, n_head=2,
+                                                   n_embd=8)), "tokens", STOI["="])
+    assert not rm.head.linear.weight.any()                                   # starts as the LM's logit score
+    torch.nn.init.normal_(rm.head.linear.weight)
+    seq = torch.tensor([encode("12+34=64\n") + [PAD] * 3, encode("1+2=3\n") + [PAD] * 6])
+    last = torch.tensor([8, 5])
+    with torch.no_grad():
+        h = rm.backbone.hidden(seq)[0]
+        logits, head = rm.backbone.lm_head(h), rm.head(h)
+        expected = torch.stack([sum(logits[i, t - 1, seq[i, t]] + head[i, t] for t in range(first, int(end) + 1))
+                                for i, (first, end) in enumerate(zip((6, 4), last))])
+        torch.testing.assert_close(rm(seq, last), expected)
+        torch.testing.assert_close(rm(seq.masked_fill(seq == PAD, 0), last), expected)   # causal: tail unseen
+    with pytest.raises(ValueError, match="pool"):
+        RewardModel(rm.backbone, "mean", STOI["="])
 
 
 def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path, one_thread):

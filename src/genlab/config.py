@@ -640,6 +640,7 @@ class RewardModelConfig:
     center: float = 0.01              # reward-centering coefficient η·(r_c + r_r)²
     extra_layers: int = 2             # fresh blocks on top of the SFT transformer (compare, then aggregate)
     freeze_sft: bool = True           # train only the fresh blocks, final LN and head
+    pool: str = "tokens"              # Σ over the response of (next-token logit + head); last: head at the last token
     steps: int = 1000
     batch_size: int = 128
     lr: float = 1e-3
@@ -647,6 +648,7 @@ class RewardModelConfig:
 
     def __post_init__(self):
         one_of(self, "source", ("generated", "jsonl"))
+        one_of(self, "pool", ("last", "tokens"))
         positive(self, "pairs", "val_pairs", "label_temperature", "steps", "batch_size", "lr", "norm_samples")
         if self.margin < 0 or self.center < 0 or self.extra_layers < 0:
             raise ConfigError(f"{self.path}: margin, center and extra_layers must be ≥ 0",

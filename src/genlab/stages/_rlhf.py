@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from genlab.data.arithmetic import VOCAB
+from genlab.data.arithmetic import STOI, VOCAB
 from genlab.data.rlhf_task import prompts, response_width
 from genlab.errors import GenlabError
 from genlab.evaluate.policy import evaluate
@@ -65,8 +65,10 @@ def new_net(cfg, extra_layers: int = 0) -> Transformer:
 
 def new_reward_model(cfg, sft_state: dict | None = None) -> RewardModel:
     """The SFT transformer plus ``reward_model.extra_layers`` fresh blocks on top (where the answer the SFT
-    layers compute can be compared with the response), and the scalar head; SFT weights if given."""
-    rm = RewardModel(new_net(cfg, cfg.model.rlhf.reward_model.extra_layers))
+    layers compute can be compared with the response), and the head pooled by ``reward_model.pool`` over the
+    response (which starts after the prompt's "="); SFT weights if given."""
+    r = cfg.model.rlhf.reward_model
+    rm = RewardModel(new_net(cfg, r.extra_layers), r.pool, STOI["="])
     if sft_state is not None:
         missing, unexpected = rm.backbone.load_state_dict(sft_state, strict=False)
         fresh = {f"blocks.{i}." for i in range(cfg.model.rlhf.net.n_layer, len(rm.backbone.blocks))}

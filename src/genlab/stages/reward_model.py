@@ -1,8 +1,10 @@
 """Stage `reward_model`: preference pairs from the SFT policy, labelled by the gold reward through
 Bradley–Terry (or read from JSONL), and a reward model trained on them.
 
-The reward model is the SFT transformer plus ``extra_layers`` fresh blocks and a scalar head read at
-the last token (the SFT layers frozen with ``freeze_sft``: same accuracy, ~25% less CPU), trained with
+The reward model is the SFT transformer plus ``extra_layers`` fresh blocks (the SFT layers frozen with
+``freeze_sft``: same accuracy, ~25% less CPU) scoring the response token by token (``pool="tokens"``: each
+token's next-token logit plus a scalar head, summed; it starts from the SFT's own judgement of every digit,
+held-out pair accuracy 0.98 against 0.80 for ``pool="last"``, a head read at the last token), trained with
 −log σ(r_c − r_r − m) + η(r_c + r_r)², then shifted/scaled to mean 0 / std 1 on SFT samples.
 Writes ``models/rlhf/preferences.npz`` (the pairs DPO and over-optimization reuse),
 ``models/rlhf/reward_model.pt`` and ``reports/metrics/reward_model.json``: held-out pair accuracy
