@@ -39,7 +39,8 @@ def main(overrides: list[str]) -> None:
     with initialize_config_dir(str(ROOT / "experiments"), version_base="1.3"):
         c = validate(compose("config", overrides)).model.diffusion
     torch.manual_seed(0)
-    module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema)
+    module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema,
+                       snr_gamma=c.snr_gamma, prediction=c.prediction)
     opt = torch.optim.AdamW(module.net.parameters(), lr=c.lr)
     x0, y = torch.rand(c.batch_size, 1, 28, 28) * 2 - 1, torch.randint(0, 10, (c.batch_size,))
 
@@ -51,7 +52,7 @@ def main(overrides: list[str]) -> None:
     n = c.n_samples
     xs, ys = torch.randn(n, 1, 28, 28), torch.arange(n) % 10
     with torch.no_grad():
-        nfe = {w: timed(lambda w=w: module.eps(xs, c.timesteps // 2, ys, w), repeats=2) for w in (0.0, 1.0)}
+        nfe = {w: timed(lambda w=w: module.guided(xs, c.timesteps // 2, ys, w), repeats=2) for w in (0.0, 1.0)}
     train = timed(step)
     print(f"U-Net {c.unet.channels}×{list(c.unet.channel_mults)}: {sum(p.numel() for p in module.net.parameters()):,} "
           f"parameters; torch threads {torch.get_num_threads()}")

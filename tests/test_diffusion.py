@@ -25,15 +25,17 @@ class Counting(nn.Module):
 
 
 class PointMassOracle(nn.Module):
-    """The exact ε-predictor when the data is the single image ``c``: ε = (x_t − √ᾱ_t c)/√(1 − ᾱ_t)."""
+    """The exact predictor when the data is the single image ``c``: ε = (x_t − √ᾱ_t c)/√(1 − ᾱ_t), or
+    v = √ᾱ_t ε − √(1 − ᾱ_t) c (Salimans & Ho 2022)."""
 
-    def __init__(self, alpha_bar: torch.Tensor, c: torch.Tensor, T: int):
+    def __init__(self, alpha_bar: torch.Tensor, c: torch.Tensor, T: int, prediction: str = "eps"):
         super().__init__()
-        self.alpha_bar, self.c, self.T, self.null_class = alpha_bar, c, T, 10
+        self.alpha_bar, self.c, self.T, self.null_class, self.prediction = alpha_bar, c, T, 10, prediction
 
     def forward(self, x, t, y):
         ab = self.alpha_bar[(t * self.T).round().long() - 1].view(-1, 1, 1, 1)
-        return (x - ab.sqrt() * self.c) / (1 - ab).sqrt()
+        eps = (x - ab.sqrt() * self.c) / (1 - ab).sqrt()
+        return eps if self.prediction == "eps" else ab.sqrt() * eps - (1 - ab).sqrt() * self.c
 
 
 class ToyEps(nn.Module):
@@ -106,8 +108,8 @@ def test_guidance_convention(tiny):
     time = torch.full((3,), 7 / 20)
     with torch.no_grad():
         cond, uncond = tiny.ema(x, time, y), tiny.ema(x, time, torch.full((3,), tiny.ema.null_class))
-        torch.testing.assert_close(tiny.eps(x, 7, y, 0.0), cond)                    # w = 0: purely conditional
-        torch.testing.assert_close(tiny.eps(x, 7, y, 2.0), 3 * cond - 2 * uncond, rtol=1e-4, atol=1e-4)   # s = 3
+        torch.testing.assert_close(tiny.guided(x, 7, y, 0.0), cond)                    # w = 0: purely conditional
+        torch.testing.assert_close(tiny.guided(x, 7, y, 2.0), 3 * cond - 2 * uncond, rtol=1e-4, atol=1e-4)   # s = 3
         assert (cond - uncond).abs().max() > 1e-4
 
 
@@ -124,12 +126,14 @@ def test_samplers_call_the_network_the_stated_number_of_times(w):
     assert tiny.ddim_steps(7)[0] == 20 and tiny.ddim_steps(7)[-1] == 1 and len(set(tiny.ddim_steps(7))) == 7
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-def test_samplers_recover_a_point_mass_with_the_exact_noise_predictor(schedule):
-    """With data = one image c, the true ε(x_t) is known; DDIM (any step count, η = 0 or 1) and DDPM must return c."""
-    d = Diffusion(nn.Identity(), T=100, schedule=schedule)
+def test_samplers_recover_a_point_mass_with_the_exact_predictor(schedule, prediction):
+    """With data = one image c, the true ε(x_t) and v(x_t) are known; DDIM (any step count, η = 0 or 1) and DDPM
+    must return c."""
+    d = Diffusion(nn.Identity(), T=100, schedule=schedule, prediction=prediction)
     c = torch.linspace(-0.9, 0.9, 784).view(1, 1, 28, 28)
-    d.ema = PointMassOracle(d.alpha_bar, c, d.T)
+    d.ema = PointMassOracle(d.alpha_bar, c, d.T, prediction)
     y = torch.zeros(3, dtype=torch.long)
     for x in (d.sample_ddim(y, 5), d.sample_ddim(y, 100), d.sample_ddim(y, 5, eta=1.0), d.sample_ddpm(y)):
         torch.testing.assert_close(x, c.expand(3, -1, -1, -1), atol=1e-4, rtol=0)
@@ -156,6 +160,21 @@ def test_min_snr_weights_follow_their_formula_and_gamma_zero_is_l_simple():
     l_plain = plain.loss(x0, y)
     torch.manual_seed(3)
     assert weighted.loss(x0, y) < l_plain                                          # same t, noise, labels
+
+
+def test_v_prediction_target_and_min_snr_weights():
+    """v-loss: target v = √ᾱ_t ε − √(1 − ᾱ_t) x0, so the exact v-oracle has zero loss; Min-SNR-γ on the v-loss is
+    min(SNR_t, γ)/(SNR_t + 1) (Hang et al. 2023), i.e. the same x0-error weight min(SNR_t, γ) as for ε."""
+    d = Diffusion(nn.Identity(), T=50, schedule="cosine", snr_gamma=5.0, prediction="v", p_uncond=0.0)
+    snr = d.alpha_bar / (1 - d.alpha_bar)
+    assert torch.allclose(d.loss_weight, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1), rtol=1e-4)
+    eps_weight = Diffusion(nn.Identity(), T=50, schedule="cosine", snr_gamma=5.0).loss_weight
+    torch.testing.assert_close(d.loss_weight * (snr + 1), eps_weight * snr)         # x0-space weights agree
+    c = torch.linspace(-0.9, 0.9, 784).view(1, 1, 28, 28)
+    d.net = PointMassOracle(d.alpha_bar, c, d.T, "v")
+    assert d.loss(c.expand(16, -1, -1, -1), torch.zeros(16, dtype=torch.long)).item() < 1e-10
+    d.net.prediction = "eps"                                                         # the wrong target costs
+    assert d.loss(c.expand(16, -1, -1, -1), torch.zeros(16, dtype=torch.long)).item() > 1e-2
 
 
 def test_training_reduces_the_loss():

@@ -36,6 +36,22 @@ def test_icfm_noise_sigma_enters_the_path_only():
     torch.testing.assert_close(m.target(x0, x1), torch.ones(4, 2))
 
 
+@pytest.mark.parametrize("t_sampling", ["uniform", "logit_normal"])
+def test_training_times_follow_their_distribution(t_sampling):
+    """U[0, 1], or t = sigmoid(n), n ~ N(0, 1) (Esser et al. 2024): logit(t) has mean 0 and sd 1 (5σ bounds)."""
+    torch.manual_seed(0)
+    t, _, _ = matchers.IndependentCFM(0.0, t_sampling).sample(torch.randn(20000, 2), torch.randn(20000, 2))
+    assert ((t > 0) & (t < 1)).all()
+    if t_sampling == "uniform":
+        assert t.mean().item() == pytest.approx(0.5, abs=5 * 0.289 / 20000 ** 0.5)
+        assert t.var().item() == pytest.approx(1 / 12, abs=0.003)
+    else:
+        logit = torch.log(t / (1 - t))
+        assert logit.mean().item() == pytest.approx(0.0, abs=5 / 20000 ** 0.5)
+        assert logit.std().item() == pytest.approx(1.0, abs=0.03)
+        assert ((t > 0.25) & (t < 0.75)).float().mean() > 0.7           # vs 0.5 for uniform: the middle is favoured
+
+
 def test_ot_coupling_is_the_exact_minimiser_and_beats_random_pairing():
     torch.manual_seed(1)
     cost = lambda x0, x1: (x0 - x1).pow(2).sum(1).mean().item()

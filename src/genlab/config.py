@@ -333,6 +333,7 @@ class FlowMatchingMnistConfig:
     lr: float = 2e-3                  # peak of the one-cycle schedule
     ema: float = 0.995                # decay of the weight average (second half of training) used for sampling
     label_dropout: float = 0.2        # p(label → null) in training
+    t_sampling: str = "logit_normal"  # training times: uniform | logit_normal (Esser et al. 2024, eq. 19)
     sampler: str = "euler"            # euler | midpoint | dopri5 (for the main runs and the sweep)
     nfe: int = 10                     # main runs' network evaluations (a guided one counts once)
     guidance_w: float = 1.0           # ṽ = (1+w)·v(x,c) − w·v(x,∅)
@@ -344,6 +345,7 @@ class FlowMatchingMnistConfig:
         positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n")
         fraction(self, "ema", "label_dropout")
         one_of(self, "sampler", ("euler", "midpoint", "dopri5"))
+        one_of(self, "t_sampling", ("uniform", "logit_normal"))
         if self.guidance_w < 0 or min(self.sweep_nfe, default=1) < 1:
             raise ConfigError(f"{self.path}: need guidance_w ≥ 0 and sweep_nfe ≥ 1 (got {self.guidance_w}, "
                               f"{self.sweep_nfe})", "e.g. guidance_w=1.0 sweep_nfe=[2,5,10,20,50]")
@@ -363,7 +365,7 @@ class FlowMatchingConfig:
     rtol: float = 1e-5                # dopri5 tolerances (likelihood, dopri5 sampler)
     atol: float = 1e-5
     ema: float = 0.995                # decay of the 2D models' weight average (the evaluated weights)
-    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=5000, lr=3e-3,
+    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=5000, lr=5e-3,
                                                                            eval_every=250))
     mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
 
@@ -390,7 +392,8 @@ class DiffusionConfig:
     batch_size: int = 64
     lr: float = 2e-3                  # peak of the one-cycle schedule
     ema: float = 0.999                # decay of the weight average used for sampling
-    snr_gamma: float = 5.0            # Min-SNR-γ loss weight min(SNR, γ)/SNR (Hang et al. 2023); 0: L_simple
+    prediction: str = "v"             # the network predicts eps (Ho et al.) or v (Salimans & Ho 2022)
+    snr_gamma: float = 0.0            # Min-SNR-γ loss weight (Hang et al. 2023); 0: plain MSE of the prediction
     label_dropout: float = 0.2        # p(label → null) in training
     sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
     ddim_eta: float = 1.0             # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
@@ -402,6 +405,7 @@ class DiffusionConfig:
         positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
         fraction(self, "ema", "label_dropout")
         one_of(self, "schedule", ("linear", "cosine"))
+        one_of(self, "prediction", ("eps", "v"))
         if not 0 <= self.ddim_eta <= 1:
             raise ConfigError(f"{self.path}.ddim_eta={self.ddim_eta} must be in [0, 1]", "use 0 (deterministic) … 1")
         if self.snr_gamma < 0:

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import section_hash
 from genlab.errors import GenlabError
+from genlab.models.clock import TrainClock
 
 
 def git_sha() -> str:
@@ -106,7 +107,7 @@ class ResumeCursor(Callback):
 
     def on_train_start(self, trainer, module):
         if self.pending is not None:
-            # RNG last: creating the DataLoader iterator (just done by Lightning) draws from torch's RNG
+            # RNG last, after anything above that might draw from it
             rng, loader = self.pending.get("rng"), self.pending.get("loader")
             if loader and (sampler := self._sampler(trainer)):
                 sampler.load_state_dict(loader)
@@ -179,6 +180,8 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
     """A Trainer with genlab's callbacks and loggers; loggers are closed on exit (also on failure).
 
     ``run_config`` is whatever the run's result depends on: its hash names the checkpoint folder.
+    Every session times its training batches with a ``TrainClock`` (the caller's, if it passes one), which
+    ``fit`` returns.
     """
     check_hardware(cfg)
     run_hash = section_hash(run_config, cfg.seed, cfg.trainer.precision)
@@ -186,6 +189,8 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
     logs = loggers(cfg, stage, run, run_hash)
     t = cfg.trainer
     bar = t.progress_bar and sys.stderr.isatty()   # no carriage-return spam in CI/DVC logs
+    callbacks = list(callbacks or [])
+    clock = next((c for c in callbacks if isinstance(c, TrainClock)), None) or TrainClock()
     trainer = pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
         precision=t.precision, deterministic=t.deterministic, max_steps=max_steps, max_epochs=max_epochs,
@@ -196,9 +201,9 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
                                    every_n_train_steps=t.checkpoint_every),
                    FiniteLoss(stage), ResumeCursor(cfg.seed),
                    *([TQDMProgressBar(refresh_rate=max(1, t.log_every))] if bar else []),
-                   *(callbacks or [])],
+                   *callbacks, *([] if clock in callbacks else [clock])],
         **kwargs)
-    trainer.genlab_run = f"{stage}/{run}"
+    trainer.genlab_run, trainer.genlab_clock = f"{stage}/{run}", clock
     trainer.genlab_ckpt_dir = ckpt_dir
     try:
         yield trainer
@@ -206,8 +211,9 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
         finish_loggers(logs)
 
 
-def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_checkpoints: bool = False) -> None:
-    """Train ``module``, resuming from ``last.ckpt`` if this exact run was interrupted."""
+def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_checkpoints: bool = False) -> TrainClock:
+    """Train ``module``, resuming from ``last.ckpt`` if this exact run was interrupted; returns the run's clock
+    (training seconds, resumed runs included)."""
     ckpt_dir: Path = trainer.genlab_ckpt_dir
     last = ckpt_dir / "last.ckpt"
     if last.exists():
@@ -220,3 +226,4 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_c
     trainer.fit(module, train, val, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     if not keep_checkpoints and trainer.is_global_zero:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return trainer.genlab_clock

@@ -1,9 +1,17 @@
-"""DDPM with ε-prediction (Ho et al. 2020), classifier-free guidance (Ho & Salimans 2022), DDIM sampling (Song et al. 2021).
+"""DDPM (Ho et al. 2020), classifier-free guidance (Ho & Salimans 2022), DDIM sampling (Song et al. 2021).
+
+Parameterisation (``prediction``): the network predicts ε (Ho et al.) or v = √ᾱ_t·ε − √(1 − ᾱ_t)·x0
+(Salimans & Ho 2022, §4 and App. D). Both give x̂0 and ε̂ in closed form:
+    ε:  x̂0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t                  — divides by √ᾱ_t ≈ 5e−4 at t = T (cosine, T = 100),
+    v:  x̂0 = √ᾱ_t·x_t − √(1 − ᾱ_t)·v̂,  ε̂ = √(1 − ᾱ_t)·x_t + √ᾱ_t·v̂   — bounded for every t,
+so with ε the first steps of a short DDIM run amplify the network's error ~2000× (then x̂0 is clipped to
+noise), while v stays well conditioned: the reason v is the default for 10-step sampling.
 
 Loss weighting: L_simple weights every t equally in ε-space, where the nearly clean steps (high SNR) have the
 largest error and dominate the gradient while the class and layout are decided at low SNR. ``snr_gamma = γ``
-applies Min-SNR-γ (Hang et al. 2023, eq. 8 for ε-prediction): w_t = min(SNR_t, γ) / SNR_t,
-SNR_t = ᾱ_t / (1 − ᾱ_t); ``snr_gamma = 0`` is L_simple.
+applies Min-SNR-γ (Hang et al. 2023, eq. 8): in x0-error terms w_t = min(SNR_t, γ), i.e. min(SNR_t, γ)/SNR_t on
+the ε-loss and min(SNR_t, γ)/(SNR_t + 1) on the v-loss, SNR_t = ᾱ_t / (1 − ᾱ_t); ``snr_gamma = 0`` is the plain
+(unweighted) MSE of the predicted quantity.
 
 Notation (Ho et al. 2020): steps t = 1…T, β_t the noise schedule, α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s.
 Buffers are indexed ``[t − 1]``; the network sees continuous time ``t / T`` ∈ (0, 1] (``genlab.nn.unet``).
@@ -43,22 +51,24 @@ def cosine_betas(T: int, s: float = 0.008) -> torch.Tensor:
 
 
 class Diffusion(pl.LightningModule):
-    """ε-prediction DDPM around ``net(x [B,1,28,28], t [B] in [0,1], y [B]) → ε̂ [B,1,28,28]``.
+    """DDPM around ``net(x [B,1,28,28], t [B] in [0,1], y [B]) → ε̂ or v̂ [B,1,28,28]``.
 
     ``net`` is trained; ``ema`` (its exponential moving average, decay ``ema_decay``) is what samples."""
 
     def __init__(self, net: nn.Module, T: int = 1000, schedule: str = "cosine", p_uncond: float = 0.2,
-                 lr: float = 2e-3, ema_decay: float = 0.999, weight_decay: float = 0.0, snr_gamma: float = 0.0):
+                 lr: float = 2e-3, ema_decay: float = 0.999, weight_decay: float = 0.0, snr_gamma: float = 0.0,
+                 prediction: str = "eps"):
         super().__init__()
         self.net, self.T, self.p_uncond, self.lr, self.weight_decay = net, T, p_uncond, lr, weight_decay
-        self.snr_gamma = snr_gamma
+        self.snr_gamma, self.prediction = snr_gamma, prediction
         self.ema, self.ema_decay = copy.deepcopy(net).requires_grad_(False), ema_decay
         betas = {"linear": linear_betas, "cosine": cosine_betas}[schedule](T)
         alpha_bar = torch.cumprod(1 - betas, 0)
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
         snr = alpha_bar / (1 - alpha_bar)
         for name, value in {"betas": betas, "alpha_bar": alpha_bar, "alpha_bar_prev": alpha_bar_prev,
-                            "loss_weight": (snr_gamma / snr).clamp(max=1) if snr_gamma > 0 else torch.ones(T),
+                            "loss_weight": snr.clamp(max=snr_gamma) / (snr + (prediction == "v")) if snr_gamma > 0
+                            else torch.ones(T),
                             # Ho et al. eq. 7: posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I)
                             "post_var": betas * (1 - alpha_bar_prev) / (1 - alpha_bar),
                             "post_c0": alpha_bar_prev.sqrt() * betas / (1 - alpha_bar),
@@ -85,13 +95,15 @@ class Diffusion(pl.LightningModule):
     # --- training ----------------------------------------------------------------------------
 
     def loss(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Ho et al. eq. 14 (L_simple): E w_t ‖ε − ε_θ(x_t, t)‖², t ~ U{1…T} (w_t = 1, or Min-SNR-γ);
-        labels dropped to ∅ w.p. p_uncond."""
+        """Ho et al. eq. 14 (L_simple): E w_t ‖target − net(x_t, t)‖², t ~ U{1…T}, target ε or
+        v = √ᾱ_t·ε − √(1 − ᾱ_t)·x0 (w_t = 1, or Min-SNR-γ); labels dropped to ∅ w.p. p_uncond."""
         t = torch.randint(1, self.T + 1, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         drop = torch.rand(y.shape, device=y.device) < self.p_uncond
         y = torch.where(drop, torch.full_like(y, self.net.null_class), y)
-        err = F.mse_loss(self.net(self.q_sample(x0, t, noise), t / self.T, y), noise, reduction="none")
+        ab = self._at(self.alpha_bar, t)
+        target = noise if self.prediction == "eps" else ab.sqrt() * noise - (1 - ab).sqrt() * x0
+        err = F.mse_loss(self.net(self.q_sample(x0, t, noise), t / self.T, y), target, reduction="none")
         return (self._at(self.loss_weight, t) * err).mean()
 
     def training_step(self, batch, batch_idx):
@@ -119,14 +131,27 @@ class Diffusion(pl.LightningModule):
 
     # --- sampling ----------------------------------------------------------------------------
 
-    def eps(self, x: torch.Tensor, t: int, y: torch.Tensor, w: float) -> torch.Tensor:
-        """Guided ε̃ = (1 + w)·ε(x, y) − w·ε(x, ∅) of the EMA net at integer step ``t``: ONE call (batch 2B if w ≠ 0)."""
+    def guided(self, x: torch.Tensor, t: int, y: torch.Tensor, w: float) -> torch.Tensor:
+        """Guided output (1 + w)·net(x, y) − w·net(x, ∅) of the EMA net at integer step ``t`` — ε̃, or ṽ with
+        v-prediction (ε and v are affine in each other at fixed x_t, so guiding either is the same): ONE call
+        (batch 2B if w ≠ 0)."""
         time = torch.full((x.shape[0],), t / self.T, device=x.device)
         if w == 0:
             return self.ema(x, time, y)
         null = torch.full_like(y, self.ema.null_class)
         e_cond, e_uncond = self.ema(torch.cat([x, x]), torch.cat([time, time]), torch.cat([y, null])).chunk(2)
         return (1 + w) * e_cond - w * e_uncond
+
+    def denoise(self, x: torch.Tensor, t: int, y: torch.Tensor, w: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂0 clipped to [−1, 1], ε̂ consistent with it) at integer step ``t``, from the guided prediction."""
+        ab = self.alpha_bar[t - 1]
+        out = self.guided(x, t, y, w)
+        if self.prediction == "eps":
+            x0 = (x - (1 - ab).sqrt() * out) / ab.sqrt()          # invert eq. 4
+        else:
+            x0 = ab.sqrt() * x - (1 - ab).sqrt() * out             # Salimans & Ho eq. for x̂0 from v̂
+        x0 = x0.clamp(-1, 1)
+        return x0, (x - ab.sqrt() * x0) / (1 - ab).sqrt()
 
     @torch.no_grad()
     def sample_ddpm(self, y: torch.Tensor, w: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -136,9 +161,7 @@ class Diffusion(pl.LightningModule):
         x = torch.randn(len(y), 1, 28, 28, generator=generator).to(self.betas.device)
         for t in range(self.T, 0, -1):
             steps = torch.full((len(y),), t, device=x.device)
-            ab = self._at(self.alpha_bar, steps)
-            x0 = ((x - (1 - ab).sqrt() * self.eps(x, t, y, w)) / ab.sqrt()).clamp(-1, 1)   # invert eq. 4
-            mean, var = self.posterior(x0, x, steps)
+            mean, var = self.posterior(self.denoise(x, t, y, w)[0], x, steps)
             noise = torch.randn(x.shape, generator=generator).to(x.device) if t > 1 else torch.zeros_like(x)
             x = mean + var.sqrt() * noise
         return x
@@ -152,17 +175,15 @@ class Diffusion(pl.LightningModule):
                     eta: float = 0.0) -> torch.Tensor:
         """DDIM (Song et al. 2021 eq. 12) over ``n_steps`` network evaluations; η = 0 is deterministic.
 
-        x_{τ−1} = √ᾱ_{τ−1} · x̂0 + √(1 − ᾱ_{τ−1} − σ²) · ε̃ + σ·z, x̂0 = (x_τ − √(1 − ᾱ_τ) ε̃)/√ᾱ_τ, with
-        σ = η·√((1 − ᾱ_{τ−1})/(1 − ᾱ_τ))·√(1 − ᾱ_τ/ᾱ_{τ−1}) (eq. 16; η = 1: DDPM's posterior over the sub-sequence);
-        the last step goes to ᾱ = 1."""
+        x_{τ−1} = √ᾱ_{τ−1} · x̂0 + √(1 − ᾱ_{τ−1} − σ²) · ε̂ + σ·z  (x̂0, ε̂ from ``denoise``), with
+        σ = η·√((1 − ᾱ_{τ−1})/(1 − ᾱ_τ))·√(1 − ᾱ_τ/ᾱ_{τ−1})
+        (eq. 16; η = 1: DDPM's posterior over the sub-sequence); the last step goes to ᾱ = 1."""
         x = torch.randn(len(y), 1, 28, 28, generator=generator).to(self.betas.device)
         taus = self.ddim_steps(n_steps)
         for i, t in enumerate(taus):
             ab = self.alpha_bar[t - 1]
             ab_next = self.alpha_bar[taus[i + 1] - 1] if i + 1 < len(taus) else torch.ones_like(ab)
-            e = self.eps(x, t, y, w)
-            x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
-            e = (x - ab.sqrt() * x0) / (1 - ab).sqrt()                  # ε consistent with the clipped x̂0
+            x0, e = self.denoise(x, t, y, w)
             sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).sqrt()
             x = ab_next.sqrt() * x0 + (1 - ab_next - sigma ** 2).clamp(min=0).sqrt() * e
             if eta > 0:

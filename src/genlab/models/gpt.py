@@ -66,8 +66,8 @@ class GPT(pl.LightningModule):
         (batch,) = batch
         loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
-        # counted (and the curve point kept) here, not in on_train_batch_end: ModelCheckpoint saves in its own on_train_batch_end,
-        # which runs first, so a count made later would miss this batch in the checkpoint
+        # counted (and the curve point kept) here, not in on_train_batch_end: ModelCheckpoint saves in its own
+        # on_train_batch_end, which runs first, so a count made later would miss this batch in the checkpoint
         self.train_tokens += batch.numel() - batch.size(0)
         if self.global_step % max(1, self.trainer.max_steps // 50) == 0:
             self.train_curve.append([self.train_tokens, loss.item()])

@@ -10,6 +10,10 @@ field carrying N(0, I) (t = 0) to the data (t = 1) (Lipman et al. 2023, Thm 2; T
   It ignores class labels, so class-conditional models use ``IndependentCFM`` (torchcfm #117).
 * ``GaussianPathCFM`` — Lipman et al. 2023's OT Gaussian path with σ_min (eqs. 20–23):
   x_t = (1 − (1−σ_min)·t)·x0 + t·x1,  u_t = x1 − (1−σ_min)·x0.
+
+Time sampling: t ~ U[0, 1], or ``t_sampling="logit_normal"``: t = sigmoid(n), n ~ N(0, 1) (Esser et al. 2024,
+"Scaling Rectified Flow Transformers", §3.1 eq. 19), which puts more training signal on intermediate t,
+where the target is hardest to predict; the marginal path and its field are unchanged, only the weighting over t.
 """
 from __future__ import annotations
 
@@ -20,8 +24,8 @@ COUPLINGS = ("independent", "ot", "gaussian")
 
 
 class IndependentCFM:
-    def __init__(self, sigma: float = 0.0):
-        self.sigma = sigma
+    def __init__(self, sigma: float = 0.0, t_sampling: str = "uniform"):
+        self.sigma, self.t_sampling = sigma, t_sampling
 
     def pair(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """The noise paired with each data point: ``[B, …]`` (independent coupling: x0 itself)."""
@@ -35,9 +39,10 @@ class IndependentCFM:
         return x1 - x0
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(t ``[B]`` ~ U[0, 1], x_t, u_t ``[B, …]``) for noise x0 and data x1 ``[B, …]``."""
+        """(t ``[B]`` in (0, 1), x_t, u_t ``[B, …]``) for noise x0 and data x1 ``[B, …]``."""
         x0 = self.pair(x0, x1)
-        t = torch.rand(len(x1), dtype=x1.dtype)
+        t = torch.rand(len(x1), dtype=x1.dtype) if self.t_sampling == "uniform" \
+            else torch.randn(len(x1), dtype=x1.dtype).sigmoid()
         return t, self.path(x0, x1, t, torch.randn_like(x1)), self.target(x0, x1)
 
 
@@ -52,9 +57,9 @@ class OTCFM(IndependentCFM):
 
     def pair(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """Permute x0 to the exact minimiser of Σ‖x0_π(i) − x1_i‖² within each block (Hungarian algorithm)."""
-        perm = torch.empty(len(x0), dtype=torch.long)
-        for start in range(0, len(x0), self.block or len(x0)):
-            end = min(start + (self.block or len(x0)), len(x0))
+        perm, block = torch.empty(len(x0), dtype=torch.long), self.block or len(x0)
+        for start in range(0, len(x0), block):
+            end = min(start + block, len(x0))
             cost = torch.cdist(x1[start:end].flatten(1), x0[start:end].flatten(1)).pow(2)
             perm[start:end] = torch.as_tensor(linear_sum_assignment(cost.numpy())[1]) + start
         return x0[perm]

@@ -31,17 +31,14 @@ def figures_dir(cfg, stage: str) -> Path:
     return Path(cfg.paths.reports) / "figures" / stage
 
 
-@rank_zero_only
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
-@rank_zero_only
 def write_metrics(cfg, stage: str, metrics: dict[str, Any]) -> None:
     write_json(Path(cfg.paths.reports) / "metrics" / f"{stage}.json", metrics)
 
 
-@rank_zero_only
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     """Rows of dicts → CSV (columns from the first row)."""
     if not rows:

@@ -26,8 +26,8 @@ ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "dif
 # one line per model: (model, key metric "<metrics file>:<flattened key>", cost "<file>:<key>" in train
 # seconds or None when the stage does not time itself, config section of `genlab show`)
 HEADLINE = [
-    ("MLP classifier", "classifier:mlp.test_accuracy", None, "model.classifier"),
-    ("CNN classifier", "classifier:cnn.test_accuracy", None, "model.classifier"),
+    ("MLP classifier", "classifier:mlp.test_accuracy", "classifier:mlp.train_seconds", "model.classifier"),
+    ("CNN classifier", "classifier:cnn.test_accuracy", "classifier:cnn.train_seconds", "model.classifier"),
     ("CNF, toy 2D", "cnf:cnf_toy.test_nll", "cnf:cnf_toy.train_seconds", "model.cnf"),
     ("CNF, digits", "cnf:digits.test_bpd", "cnf:digits.train_seconds", "model.cnf"),
     ("flow matching, toy 2D", "flow_matching:fm_toy.test_nll", "flow_matching:fm_toy.train_seconds",
@@ -39,9 +39,9 @@ HEADLINE = [
     ("scaling-law fit", "scaling:holdout_rel_error", None, "model.scaling_fit"),
     ("emergence (Schaeffer toy model)", "emergence:schaeffer.mean_abs_error", None, "model.emergence"),
     ("reward model", "reward_model:pair_accuracy", None, "model.rlhf"),
-    ("SFT policy", "sft:sft.gold_reward", None, "model.rlhf"),
-    ("PPO policy", "ppo:ppo.gold_reward", None, "model.rlhf"),
-    ("DPO policy", "dpo:dpo.gold_reward", None, "model.rlhf"),
+    ("SFT policy", "sft:sft.gold_reward", "sft:train_seconds.sft", "model.rlhf"),
+    ("PPO policy", "ppo:ppo.gold_reward", "ppo:train_seconds", "model.rlhf"),
+    ("DPO policy", "dpo:dpo.gold_reward", "dpo:dpo.train_seconds", "model.rlhf"),
 ]
 PACKAGES = ["torch", "lightning", "torchmetrics", "hydra-core", "dvc", "wandb", "torchdiffeq", "scikit-learn", "numpy"]
 

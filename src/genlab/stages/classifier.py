@@ -38,11 +38,11 @@ def fit_and_test(cfg, module: Classifier, data: dict[str, torch.Tensor], *, stag
     val = loader(data["val_x"], data["val_y"], batch_size=1000, train=False)
     with runner.session(cfg, stage=stage, run=run, run_config=run_config, max_epochs=epochs,
                         callbacks=callbacks) as trainer:
-        runner.fit(trainer, module, train, val)
+        clock = runner.fit(trainer, module, train, val)
         test = trainer.test(module, loader(data["test_x"], data["test_y"], batch_size=1000, train=False),
                             verbose=False)[0]
     return {"test_accuracy": test["test/acc"], "test_ece": test["test/ece"], "test_loss": test["test/loss"],
-            "parameters": sum(p.numel() for p in module.net.parameters())}
+            "parameters": sum(p.numel() for p in module.net.parameters()), "train_seconds": clock.seconds}
 
 
 def train_one(cfg, arch: str, data: dict[str, torch.Tensor], stage: str = "classifier",

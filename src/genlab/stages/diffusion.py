@@ -2,7 +2,7 @@
 
 Trains ``genlab.models.diffusion.Diffusion`` on the shared U-Net, then samples ``n_samples`` images
 (equally many per class, the same initial noise for every run):
-  * ``ddim<k>_w<w>``: DDIM (η = 0) with k = ``sample_steps`` network evaluations (= flow matching's main
+  * ``ddim<k>_w<w>``: DDIM (noise η = ``ddim_eta``) with k = ``sample_steps`` network evaluations (= flow matching's main
     NFE) for w = 0 and each w in ``guidance_ws``, and k in ``sweep_steps`` at w = 0 (quality vs NFE);
   * ``ddpm<T>_w0``: ancestral DDPM with all T steps, the reference.
 The guidance weight ``best_w`` is chosen by FID against the *validation* images (the test images are
@@ -32,7 +32,7 @@ def train(cfg, data: dict[str, torch.Tensor]) -> tuple[Diffusion, float]:
     c = cfg.model.diffusion
     runner.seed_all(cfg)
     module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema,
-                       snr_gamma=c.snr_gamma)
+                       snr_gamma=c.snr_gamma, prediction=c.prediction)
     start = time.perf_counter()
     with runner.session(cfg, stage="diffusion", run="mnist", run_config=[c, cfg.data.mnist],
                         max_steps=c.steps, max_epochs=-1) as trainer:

@@ -29,7 +29,8 @@ def pair_batch(pairs: dict, ref, temperature: float) -> tuple[torch.Tensor, ...]
             sequence_logprob(ref, seq_r, pl, mask_r, temperature))
 
 
-def train_one(cfg, kind: str, batch: tuple) -> DirectPreference:
+def train_one(cfg, kind: str, batch: tuple) -> tuple[DirectPreference, float]:
+    """The policy trained with the ``kind`` preference loss, and its training seconds."""
     d = cfg.model.rlhf.dpo
     runner.seed_all(cfg)
     _rlhf.setup(cfg)
@@ -38,9 +39,9 @@ def train_one(cfg, kind: str, batch: tuple) -> DirectPreference:
     data = loader(*batch, batch_size=d.batch_size, seed=cfg.seed, batches_per_epoch=d.steps)
     with runner.session(cfg, stage="dpo", run=kind, run_config=[_rlhf.sections(cfg, "sft", "reward_model", "dpo"),
                                                                 kind], max_epochs=1) as trainer:
-        runner.fit(trainer, module, data)
+        clock = runner.fit(trainer, module, data)
     policy.eval().requires_grad_(False)
-    return module
+    return module, clock.seconds
 
 
 @torch.no_grad()
@@ -66,10 +67,11 @@ def run(cfg) -> None:
     baseline = _rlhf.evaluate_policy(cfg, ref, ref, None, probs)
     metrics = {"sft": summary(baseline)}
     for kind in cfg.model.rlhf.dpo.losses:
-        module = train_one(cfg, kind, train)
+        module, seconds = train_one(cfg, kind, train)
         _rlhf.save_net(cfg, f"dpo/{kind}", module.policy, "sft", "reward_model", "dpo")
         result = _rlhf.evaluate_policy(cfg, module.policy, ref, None, probs)
-        metrics[kind] = {**summary(result, baseline), **implicit_reward_metrics(module, val, val_pairs)}
+        metrics[kind] = {**summary(result, baseline), **implicit_reward_metrics(module, val, val_pairs),
+                         "train_seconds": seconds}
         write_csv(plots_dir(cfg, "dpo") / f"{kind}_train.csv", module.history)
         m = metrics[kind]
         print(f"[genlab] dpo/{kind}: gold {metrics['sft']['gold_reward']:.3f} → {m['gold_reward']:.3f} "

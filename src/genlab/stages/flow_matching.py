@@ -120,7 +120,7 @@ def toy(cfg) -> dict:
 def mnist_config(cfg) -> dict:
     """What the saved MNIST model depends on (training part of ``model.flow_matching.mnist``)."""
     m = OmegaConf.to_container(cfg.model.flow_matching.mnist, resolve=True)
-    return {k: m[k] for k in ("unet", "steps", "batch_size", "lr", "ema", "label_dropout")}
+    return {k: m[k] for k in ("unet", "steps", "batch_size", "lr", "ema", "label_dropout", "t_sampling")}
 
 
 def train_mnist(cfg) -> tuple[FlowMatching, TrainClock]:
@@ -129,7 +129,7 @@ def train_mnist(cfg) -> tuple[FlowMatching, TrainClock]:
     x = torch.from_numpy(arrays["train_x"]).float().div(127.5).sub(1.0).unsqueeze(1)   # [N, 1, 28, 28] in [−1, 1]
     y = torch.from_numpy(arrays["train_y"])
     runner.seed_all(cfg)
-    module = FlowMatching(UNet.from_config(m.unet, N_CLASSES), matchers.IndependentCFM(0.0), m.lr,
+    module = FlowMatching(UNet.from_config(m.unet, N_CLASSES), matchers.IndependentCFM(0.0, m.t_sampling), m.lr,
                           n_classes=N_CLASSES, label_dropout=m.label_dropout, rtol=cfg.model.flow_matching.rtol,
                           atol=cfg.model.flow_matching.atol, one_cycle=True)
     clock = TrainClock()

@@ -132,7 +132,7 @@ def run(cfg) -> None:
         res = {"reward_model": pair_metrics(cfg, rm, val)}
         res["best_of_n"] = {"curve": bon_curve(cfg, rm, probs, responses, gold)}
         res["ppo"] = {"curve": rl_curve(train_ppo(cfg, rm, f"overopt_rm{size}", eval_probs, steps=o.ppo_steps,
-                                                  kl_coef=o.kl_coef))}
+                                                  kl_coef=o.kl_coef)[0])}
         for method, kind in (("best_of_n", "bon"), ("ppo", "rl")):
             curve = res[method]["curve"]
             res[method]["fit"] = fits(curve, kind)

@@ -18,9 +18,10 @@ from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_c
 from genlab.stages import _rlhf
 
 
-def train_ppo(cfg, reward_model, run: str, probs: dict, **changes) -> PPO:
+def train_ppo(cfg, reward_model, run: str, probs: dict, **changes) -> tuple[PPO, float]:
     """PPO from the SFT weights against ``reward_model``; ``changes`` override ``model.rlhf.ppo`` keys.
-    The curve evaluates gold, proxy (this reward model) and KL on ``probs`` every ``eval_every`` steps."""
+    The curve evaluates gold, proxy (this reward model) and KL on ``probs`` every ``eval_every`` steps.
+    Returns the module and its training seconds (rollouts included)."""
     c = OmegaConf.merge(cfg.model.rlhf.ppo, changes)
     runner.seed_all(cfg)
     _rlhf.setup(cfg)
@@ -36,9 +37,9 @@ def train_ppo(cfg, reward_model, run: str, probs: dict, **changes) -> PPO:
                   batches_per_epoch=c.steps)
     run_config = [_rlhf.sections(cfg, "sft", "reward_model"), OmegaConf.to_container(c), run]
     with runner.session(cfg, stage="ppo", run=run, run_config=run_config, max_epochs=1) as trainer:
-        runner.fit(trainer, module, data)
+        clock = runner.fit(trainer, module, data)
     policy.eval().requires_grad_(False)
-    return module
+    return module, clock.seconds
 
 
 def curves_figure(module: PPO, title: str) -> plt.Figure:
@@ -65,11 +66,11 @@ def run(cfg) -> None:
     probs = _rlhf.eval_problems(cfg)
     sft = _rlhf.load_policy(cfg, "sft", "sft")
     baseline = _rlhf.evaluate_policy(cfg, sft, sft, rm, probs)
-    module = train_ppo(cfg, rm, "ppo", probs)
+    module, seconds = train_ppo(cfg, rm, "ppo", probs)
     _rlhf.save_net(cfg, "ppo", module.policy, "sft", "reward_model", "ppo")
     result = _rlhf.evaluate_policy(cfg, module.policy, module.ref, rm, probs)
     metrics = {"sft": summary(baseline), "ppo": summary(result, baseline), "final_beta": module.kl_ctl.beta,
-               "iterations": len(module.history), "eval_prompts": len(probs["a"])}
+               "iterations": len(module.history), "eval_prompts": len(probs["a"]), "train_seconds": seconds}
     write_metrics(cfg, "ppo", metrics)
     write_csv(plots_dir(cfg, "ppo") / "train.csv", module.history)
     write_csv(plots_dir(cfg, "ppo") / "reward_vs_kl.csv", module.curve)

@@ -28,15 +28,16 @@ def response_targets(seq: torch.Tensor, prompt_len: torch.Tensor, mask: torch.Te
     return targets.scatter(1, cols, mask)
 
 
-def train(cfg, run: str, net, seq, targets, steps: int, lr: float) -> CausalLM:
+def train(cfg, run: str, net, seq, targets, steps: int, lr: float) -> tuple[CausalLM, float]:
+    """The fine-tuned module and its training seconds."""
     s = cfg.model.rlhf.sft
     runner.seed_all(cfg)
     _rlhf.setup(cfg)
     module = CausalLM(net, lr, s.weight_decay)
     data = loader(seq, targets, batch_size=s.batch_size, seed=cfg.seed, batches_per_epoch=steps)
     with runner.session(cfg, stage="sft", run=run, run_config=_rlhf.sections(cfg, "sft"), max_epochs=1) as trainer:
-        runner.fit(trainer, module, data)
-    return module
+        clock = runner.fit(trainer, module, data)
+    return module, clock.seconds
 
 
 def answers(cfg, problems: dict, digit_noise: float, format_noise: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,11 +58,12 @@ def run(cfg) -> None:
     base_set, demo_set = ({k: v[part] for k, v in train_set.items()} for part in (slice(0, n_base), slice(n_base, None)))
     probs = _rlhf.eval_problems(cfg)
 
-    base = train(cfg, "base", _rlhf.new_net(cfg), *answers(cfg, base_set, 0.0, 0.0), s.base_steps, s.base_lr)
+    base, base_seconds = train(cfg, "base", _rlhf.new_net(cfg), *answers(cfg, base_set, 0.0, 0.0), s.base_steps, s.base_lr)
     metrics = {"base": summary(_rlhf.evaluate_policy(cfg, base.net, base.net, None, probs))}
-    sft = train(cfg, "sft", base.net, *answers(cfg, demo_set, t.digit_noise, t.format_noise), s.steps, s.lr)
+    sft, sft_seconds = train(cfg, "sft", base.net, *answers(cfg, demo_set, t.digit_noise, t.format_noise), s.steps, s.lr)
     _rlhf.save_net(cfg, "sft", sft.net, "sft")
     metrics["sft"] = summary(_rlhf.evaluate_policy(cfg, sft.net, sft.net, None, probs))
+    metrics["train_seconds"] = {"base": base_seconds, "sft": sft_seconds}
     metrics["demonstrations"] = {"n": s.demos, "digit_noise": t.digit_noise, "format_noise": t.format_noise}
     write_metrics(cfg, "sft", metrics)
     write_csv(plots_dir(cfg, "sft") / "loss.csv",
