@@ -38,7 +38,7 @@ HEADLINE = [
     ("GPT (characters)", "gpt:val_bpc", "gpt:train_seconds", "model.gpt"),
     ("scaling-law fit", "scaling:holdout_rel_error", None, "model.scaling_fit"),
     ("emergence (Schaeffer toy model)", "emergence:schaeffer.mean_abs_error", None, "model.emergence"),
-    ("reward model", "reward_model:pair_accuracy", None, "model.rlhf"),
+    ("reward model", "reward_model:pair_accuracy", "reward_model:train_seconds", "model.rlhf"),
     ("SFT policy", "sft:sft.gold_reward", "sft:train_seconds.sft", "model.rlhf"),
     ("PPO policy", "ppo:ppo.gold_reward", "ppo:train_seconds", "model.rlhf"),
     ("DPO policy", "dpo:dpo.gold_reward", "dpo:dpo.train_seconds", "model.rlhf"),

@@ -128,7 +128,7 @@ def run(cfg) -> None:
     results = {}
     for size in sorted({min(s, len(train["split"])) for s in o.rm_pairs}):
         rm = fit_reward_model(cfg, subset(train, torch.arange(len(train["split"])) < size), o.rm_steps,
-                              f"overopt_rm{size}", sft.state_dict(), norm).model
+                              f"overopt_rm{size}", sft.state_dict(), norm)[0].model
         res = {"reward_model": pair_metrics(cfg, rm, val)}
         res["best_of_n"] = {"curve": bon_curve(cfg, rm, probs, responses, gold)}
         res["ppo"] = {"curve": rl_curve(train_ppo(cfg, rm, f"overopt_rm{size}", eval_probs, steps=o.ppo_steps,

@@ -101,8 +101,10 @@ def model_inputs(pairs: dict) -> tuple[torch.Tensor, ...]:
             last_index(pl, pairs["chosen"]), last_index(pl, pairs["rejected"]))
 
 
-def fit_reward_model(cfg, train: dict, steps: int, run: str, sft_state: dict, norm: dict) -> RewardModelling:
-    """Train on ``train`` pairs from the SFT weights; normalise on the SFT samples ``norm``."""
+def fit_reward_model(cfg, train: dict, steps: int, run: str, sft_state: dict,
+                     norm: dict) -> tuple[RewardModelling, float]:
+    """Train on ``train`` pairs from the SFT weights; normalise on the SFT samples ``norm``.
+    Returns the module and its training seconds."""
     r = cfg.model.rlhf.reward_model
     runner.seed_all(cfg)
     _rlhf.setup(cfg)
@@ -116,12 +118,12 @@ def fit_reward_model(cfg, train: dict, steps: int, run: str, sft_state: dict, no
     module = RewardModelling(model, r.lr, r.center)
     with runner.session(cfg, stage="reward_model", run=run, run_config=[_rlhf.sections(cfg, "sft", "reward_model"),
                                                                         steps, len(margin)], max_epochs=1) as trainer:
-        runner.fit(trainer, module, data)
+        clock = runner.fit(trainer, module, data)
     model.eval().requires_grad_(False)
     raw = model(norm["seq"], norm["last"])
     model.shift.fill_(raw.mean())
     model.scale.fill_(raw.std())
-    return module
+    return module, clock.seconds
 
 
 def norm_samples(cfg, sft) -> dict[str, torch.Tensor]:
@@ -166,12 +168,12 @@ def run(cfg) -> None:
     pairs = make_pairs(cfg, sft)
     save_pairs(cfg, pairs)
     norm = norm_samples(cfg, sft)
-    module = fit_reward_model(cfg, subset(pairs, pairs["split"] == 0), r.steps, "rm", sft.state_dict(), norm)
+    module, seconds = fit_reward_model(cfg, subset(pairs, pairs["split"] == 0), r.steps, "rm", sft.state_dict(), norm)
     model = module.model
     _rlhf.save_net(cfg, "reward_model", model, "sft", "reward_model")
     reward = model(norm["seq"], norm["last"])
     metrics = {**pair_metrics(cfg, model, subset(pairs, pairs["split"] == 1)),
-               "n_train_pairs": int((pairs["split"] == 0).sum()), "source": r.source,
+               "n_train_pairs": int((pairs["split"] == 0).sum()), "source": r.source, "train_seconds": seconds,
                "reward_sft_mean": float(reward.mean()), "reward_sft_std": float(reward.std()),
                "reward_gold_correlation": float(torch.corrcoef(torch.stack([reward, norm["gold"]]))[0, 1])}
     write_metrics(cfg, "reward_model", metrics)
