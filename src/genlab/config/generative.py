@@ -1,0 +1,168 @@
+"""Schema of the generative stages (``model.cnf``, ``flow_matching``, ``diffusion``, ``generative_eval``)
+and of the U-Net they share."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+from genlab.config.checks import positive, fraction, one_of
+from genlab.errors import ConfigError
+
+
+@dataclass
+class UNetConfig:
+    """``genlab.nn.unet.UNet`` widths, shared by the flow-matching and diffusion sections."""
+    path: ClassVar[str] = "model.<stage>.unet"
+    channels: int = 32                # base width (at 28×28); time embedding is 4× this
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])   # one entry per resolution 28/14/7
+    attention: bool = False           # self-attention at the lowest resolution
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        positive(self, "channels")
+        fraction(self, "dropout")
+        if not 1 <= len(self.channel_mults) <= 3 or min(self.channel_mults) < 1:
+            raise ConfigError(f"{self.path}.channel_mults must be 1–3 positive ints (got {self.channel_mults})",
+                              "e.g. channel_mults=[1,2,2] (resolutions 28, 14, 7)")
+
+
+@dataclass
+class FieldTrainConfig:
+    """A ``genlab.nn.vector_field.VectorField`` and its training (model.cnf.toy|digits, model.flow_matching.toy)."""
+    path: ClassVar[str] = "model.<stage>.<data>"
+    width: int = 64
+    depth: int = 3
+    activation: str = "tanh"          # smooth only: the CNF's dopri5 stalls on kinks
+    steps: int = 1000
+    batch_size: int = 512
+    lr: float = 1e-3
+    eval_every: int = 250             # steps between test-NLL evaluations (the NLL-vs-time curve)
+
+    def __post_init__(self):
+        positive(self, "width", "depth", "steps", "batch_size", "lr", "eval_every")
+        one_of(self, "activation", ("tanh", "softplus", "silu"))
+
+
+@dataclass
+class CnfConfig:
+    path: ClassVar[str] = "model.cnf"
+    dataset: str = "gaussians8"       # toy2d set; flow_matching compares with the CNF on the same one
+    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(steps=600, eval_every=150))
+    digits: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(width=256, depth=2, steps=300,
+                                                                              eval_every=300))
+    rtol: float = 1e-5                # dopri5 tolerances, training and evaluation
+    atol: float = 1e-5
+    adjoint: bool = False             # true: adjoint ODE backward (O(1) memory); false: backprop through dopri5
+    weight_decay: float = 0.0
+    logit_alpha: float = 0.05         # digits: z = logit(α + (1−2α)·(pixel + u)/17)
+
+    def __post_init__(self):
+        one_of(self, "dataset", ("moons", "gaussians8", "checkerboard", "spirals"))
+        positive(self, "rtol", "atol")
+        if self.weight_decay < 0 or not 0 < self.logit_alpha < 0.5:
+            raise ConfigError(f"model.cnf: need weight_decay ≥ 0 and 0 < logit_alpha < 0.5 "
+                              f"(got {self.weight_decay}, {self.logit_alpha})", "e.g. weight_decay=0 logit_alpha=0.05")
+
+
+@dataclass
+class FlowMatchingMnistConfig:
+    """Class-conditional Gaussian → MNIST flow matching with classifier-free guidance, and its sampling runs."""
+    path: ClassVar[str] = "model.flow_matching.mnist"
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16))
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-3                  # peak of the one-cycle schedule
+    ema: float = 0.995                # decay of the weight average (second half of training) used for sampling
+    label_dropout: float = 0.2        # p(label → null) in training
+    t_sampling: str = "logit_normal"  # training times: uniform | logit_normal (Esser et al. 2024, eq. 19)
+    sampler: str = "euler"            # euler | midpoint | dopri5 (for the main runs and the sweep)
+    nfe: int = 10                     # main runs' network evaluations (a guided one counts once)
+    guidance_w: float = 1.0           # ṽ = (1+w)·v(x,c) − w·v(x,∅)
+    n_samples: int = 1000             # per main run, equally many per class
+    sweep_nfe: list[int] = field(default_factory=lambda: [2, 5, 10, 20, 50])   # quality vs NFE (w = 0)
+    sweep_n: int = 1000               # samples per sweep run (generative_eval scores every run on as many)
+
+    def __post_init__(self):
+        positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n")
+        fraction(self, "ema", "label_dropout")
+        one_of(self, "sampler", ("euler", "midpoint", "dopri5"))
+        one_of(self, "t_sampling", ("uniform", "logit_normal"))
+        if self.guidance_w < 0 or min(self.sweep_nfe, default=1) < 1:
+            raise ConfigError(f"{self.path}: need guidance_w ≥ 0 and sweep_nfe ≥ 1 (got {self.guidance_w}, "
+                              f"{self.sweep_nfe})", "e.g. guidance_w=1.0 sweep_nfe=[2,5,10,20,50]")
+        if self.sampler == "midpoint" and any(n % 2 for n in [self.nfe, *self.sweep_nfe]):
+            raise ConfigError(f"{self.path}.sampler=midpoint needs even NFEs (got nfe={self.nfe}, "
+                              f"sweep_nfe={self.sweep_nfe})", "use even values or sampler=euler")
+
+
+@dataclass
+class FlowMatchingConfig:
+    path: ClassVar[str] = "model.flow_matching"
+    coupling: str = "gaussian"        # the 2D model compared with the CNF (on the CNF's dataset)
+    couplings: list[str] = field(default_factory=lambda: ["gaussian", "ot"])   # all trained in 2D (+ "independent")
+    sigma: float = 0.0                # path noise of I-CFM / OT-CFM
+    sigma_min: float = 1e-4           # Lipman's Gaussian path: width of p_1 around the data
+    ot_block: Optional[int] = 128     # OT-CFM: exact assignment within blocks of this many pairs; null: whole batch
+    rtol: float = 1e-5                # dopri5 tolerances (likelihood, dopri5 sampler)
+    atol: float = 1e-5
+    ema: float = 0.995                # decay of the 2D models' weight average (the evaluated weights)
+    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=5000, lr=5e-3,
+                                                                           eval_every=250))
+    mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
+
+    def __post_init__(self):
+        one_of(self, "coupling", ("independent", "ot", "gaussian"))
+        one_of(self, "couplings", ("independent", "ot", "gaussian"))
+        positive(self, "rtol", "atol", "sigma_min")
+        if self.ot_block is not None:
+            positive(self, "ot_block")
+        fraction(self, "ema")
+        if self.coupling not in self.couplings or self.sigma < 0:
+            raise ConfigError(f"model.flow_matching: coupling={self.coupling!r} must be in couplings={self.couplings}"
+                              f" and sigma ≥ 0 (got {self.sigma})", "add it to model.flow_matching.couplings")
+
+
+@dataclass
+class DiffusionConfig:
+    """Class-conditional DDPM on MNIST (genlab.models.diffusion) and its sampling runs."""
+    path: ClassVar[str] = "model.diffusion"
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16))
+    timesteps: int = 100              # T of the forward process (DDPM ancestral sampling uses all of them)
+    schedule: str = "cosine"          # linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 2e-3                  # peak of the one-cycle schedule
+    ema: float = 0.999                # decay of the weight average used for sampling
+    prediction: str = "v"             # the network predicts eps (Ho et al.) or v (Salimans & Ho 2022)
+    snr_gamma: float = 0.0            # Min-SNR-γ loss weight (Hang et al. 2023); 0: plain MSE of the prediction
+    label_dropout: float = 0.2        # p(label → null) in training
+    sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
+    ddim_eta: float = 1.0             # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
+    sweep_steps: list[int] = field(default_factory=lambda: [5, 20])   # extra DDIM step counts (w = 0): quality vs NFE
+    guidance_ws: list[float] = field(default_factory=lambda: [1.0, 3.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
+    n_samples: int = 1000             # per run (DDIM and DDPM), equally many per class
+
+    def __post_init__(self):
+        positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
+        fraction(self, "ema", "label_dropout")
+        one_of(self, "schedule", ("linear", "cosine"))
+        one_of(self, "prediction", ("eps", "v"))
+        if not 0 <= self.ddim_eta <= 1:
+            raise ConfigError(f"{self.path}.ddim_eta={self.ddim_eta} must be in [0, 1]", "use 0 (deterministic) … 1")
+        if self.snr_gamma < 0:
+            raise ConfigError(f"{self.path}.snr_gamma={self.snr_gamma} must be ≥ 0", "use 5 (Min-SNR-5) or 0 (L_simple)")
+        if not self.guidance_ws or min(self.guidance_ws) <= 0 or max([self.sample_steps, *self.sweep_steps]) > self.timesteps \
+                or min(self.sweep_steps, default=1) < 1:
+            raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and 1 ≤ sample_steps, sweep_steps ≤ timesteps "
+                              f"(got {self.guidance_ws}, {self.sample_steps})", "e.g. guidance_ws=[1,3] sample_steps=10")
+
+
+@dataclass
+class GenerativeEvalConfig:
+    path: ClassVar[str] = "model.generative_eval"
+    n_samples: int = 1000             # per run, class-balanced: FID and accuracy always on this many
+
+    def __post_init__(self):
+        positive(self, "n_samples")
+        if self.n_samples % 10:
+            raise ConfigError(f"{self.path}.n_samples must be a multiple of 10 (got {self.n_samples})", "e.g. 1000")
