@@ -33,11 +33,11 @@ def train(cfg, data: dict[str, torch.Tensor]) -> tuple[Diffusion, float]:
     runner.seed_all(cfg)
     module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema,
                        snr_gamma=c.snr_gamma, prediction=c.prediction)
-    start = time.perf_counter()
     with runner.session(cfg, stage="diffusion", run="mnist", run_config=[c, cfg.data.mnist],
                         max_steps=c.steps, max_epochs=-1) as trainer:
-        runner.fit(trainer, module, loader(data["train_x"], data["train_y"], batch_size=c.batch_size, seed=cfg.seed))
-    return module.eval(), time.perf_counter() - start
+        clock = runner.fit(trainer, module, loader(data["train_x"], data["train_y"], batch_size=c.batch_size,
+                                                   seed=cfg.seed))
+    return module.eval(), clock.seconds
 
 
 def sample_runs(cfg, module: Diffusion) -> tuple[dict[str, np.ndarray], list[dict]]:

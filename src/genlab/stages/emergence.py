@@ -74,11 +74,10 @@ def train_one(cfg, width: int, train: tuple[torch.Tensor, ...]) -> tuple[Arithme
     runner.seed_all(cfg)
     torch.set_num_threads(c.threads)
     module = ArithmeticLM(network(cfg, width, train[0].size(1)), c.lr, c.weight_decay, c.warmup_steps, c.steps)
-    wall, cpu = time.perf_counter(), time.process_time()
     with runner.session(cfg, stage="emergence", run=f"w{width}", run_config=model_config(cfg, width),
                         max_steps=c.steps, gradient_clip_val=c.grad_clip) as trainer:
-        runner.fit(trainer, module, loader(*train, batch_size=c.batch_size, seed=cfg.seed))
-    return module, {"train_seconds": time.perf_counter() - wall, "train_cpu_seconds": time.process_time() - cpu}
+        clock = runner.fit(trainer, module, loader(*train, batch_size=c.batch_size, seed=cfg.seed))
+    return module, {"train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds}
 
 
 @torch.no_grad()
