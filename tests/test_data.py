@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import platform
 import struct
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def test_prepare_is_deterministic_and_stratified(make_cfg, tmp_path):
     other = make_cfg(tmp_path / "c", "seed=1")
     prepare.run(other)
     assert sha256_file(tmp_path / "c" / "data" / "mnist.npz") != digests[0]["mnist.npz"]
+    _, text_meta = load_arrays(tmp_path / "a" / "data" / "text")       # the corpus depends on the interpreter
+    assert text_meta["python"] == platform.python_version()
 
 
 def test_corrupted_dataset_is_refused(tmp_path):

@@ -1,6 +1,7 @@
 """Character-level text corpus: CPython's offline documentation by default, or any UTF-8 file/URL."""
 from __future__ import annotations
 
+import platform
 import urllib.request
 from pathlib import Path
 
@@ -10,7 +11,11 @@ from genlab.errors import GenlabError
 
 
 def pydoc_corpus() -> str:
-    """~465 KB of real English: the help topics shipped with CPython (``pydoc_data.topics``)."""
+    """~465 KB of real English: the help topics shipped with CPython (``pydoc_data.topics``).
+
+    The topics change between CPython patch releases (3.11.2 and 3.11.7 differ by ~1,000 characters), so
+    the corpus, and every language-model number, depends on the interpreter: ``prepare`` records its version.
+    """
     from pydoc_data.topics import topics
 
     return "\n\n".join(topics[k] for k in sorted(topics))
@@ -60,4 +65,4 @@ def prepare(cfg) -> tuple[dict[str, np.ndarray], dict]:
     ids = encode(text, vocab)
     n_val = int(len(ids) * cfg.val_fraction)
     return {"train": ids[: len(ids) - n_val], "val": ids[len(ids) - n_val:]}, \
-        {"vocab": vocab, "source": cfg.source, "n_chars": len(text)}
+        {"vocab": vocab, "source": cfg.source, "n_chars": len(text), "python": platform.python_version()}

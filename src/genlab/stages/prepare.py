@@ -34,7 +34,7 @@ def run(cfg) -> None:
     arrays, meta = text.prepare(d.text)
     save_arrays(root / "text", arrays, meta)
     summary["text"] = {"train_chars": int(len(arrays["train"])), "val_chars": int(len(arrays["val"])),
-                       "vocab_size": len(meta["vocab"])}
+                       "vocab_size": len(meta["vocab"]), "python": meta["python"]}
 
     arrays = arithmetic.prepare(d.arithmetic, cfg.seed)
     save_arrays(root / "arithmetic", arrays, {"vocab": arithmetic.VOCAB, "reverse": d.arithmetic.reverse})
