@@ -105,8 +105,8 @@ class FlowMatchingConfig:
     ot_block: Optional[int] = 128     # OT-CFM: exact assignment within blocks of this many pairs; null: whole batch
     rtol: float = 1e-5                # dopri5 tolerances (likelihood, dopri5 sampler)
     atol: float = 1e-5
-    ema: float = 0.995                # decay of the 2D models' weight average (the evaluated weights)
-    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=3000, lr=5e-3,
+    ema: float = 0.99                 # decay of the 2D models' weight average (the evaluated weights)
+    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=3000, lr=8e-3,
                                                                            eval_every=250))
     mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
 
