@@ -22,6 +22,7 @@ from genlab.errors import ConfigError
     ({"trainer": {"devices": 0}}, "trainer.devices must be a positive int"),
     ({"model": {"classifier": {"archs": ["mlp", "resnet"]}}}, "model.classifier.archs='resnet' is not allowed"),
     ({"model": {"rlhf": {"reward_model": {"pool": "mean"}}}}, "model.rlhf.reward_model.pool='mean' is not allowed"),
+    ({"model": {"cnf": {"toy": {"threads": -1}}}}, "threads must be ≥ 0"),
 ])
 def test_validation_names_the_key(override, needle):
     with pytest.raises(ConfigError) as err:

@@ -167,6 +167,7 @@ def test_flow_matching_stage_smoke(make_cfg, prepared, tmp_path):
     assert metrics["fm_toy"]["coupling"] == cfg.model.flow_matching.coupling
     assert metrics["fm_toy"]["dataset"] == read_json(tmp_path / "reports" / "metrics" / "cnf.json")["cnf_toy"]["dataset"]
     assert "fm_over_cnf_time_to_nll" in metrics and metrics["fm_toy"]["test_nll"] > 0
+    assert metrics["fm_toy"]["threads"] == cfg.model.flow_matching.toy.threads == 1
     arrays, meta = load_arrays(tmp_path / "models" / "flow_matching" / "samples")
     m = cfg.model.flow_matching.mnist
     keys = {r["key"] for r in meta["runs"]}

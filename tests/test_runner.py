@@ -53,6 +53,22 @@ def cfg(make_cfg, prepared, tmp_path):
                     "trainer.checkpoint_every=3")
 
 
+def test_torch_threads_holds_inside_the_block_and_is_restored_after_it_even_on_error():
+    original = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with runner.torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ZeroDivisionError), runner.torch_threads(2):
+            1 / 0
+        assert torch.get_num_threads() == 3
+        with runner.torch_threads(0):   # 0: unchanged
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(original)
+
+
 def test_same_seed_same_weights_different_seed_different(cfg, make_cfg, prepared, tmp_path):
     a, b = weights(train(cfg)), weights(train(cfg))
     assert torch.equal(a, b)

@@ -37,9 +37,12 @@ class FieldTrainConfig:
     batch_size: int = 512
     lr: float = 1e-3
     eval_every: int = 250             # steps between test-NLL evaluations (the NLL-vs-time curve)
+    threads: int = 0                  # torch threads for this training; 0 = trainer.threads (torch's default)
 
     def __post_init__(self):
         positive(self, "width", "depth", "steps", "batch_size", "lr", "eval_every")
+        if self.threads < 0:
+            raise ConfigError(f"{self.path}.threads must be ≥ 0 (got {self.threads})", "use 0 for the default, or 1, 2, …")
         one_of(self, "activation", ("tanh", "softplus", "silu"))
 
 
@@ -107,7 +110,7 @@ class FlowMatchingConfig:
     atol: float = 1e-5
     ema: float = 0.99                 # decay of the 2D models' weight average (the evaluated weights)
     toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=3000, lr=8e-3,
-                                                                           eval_every=250))
+                                                                           eval_every=250, threads=1))
     mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
 
     def __post_init__(self):

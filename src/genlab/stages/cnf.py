@@ -55,16 +55,18 @@ def train(cfg, part: str, train_x: torch.Tensor, test_x: torch.Tensor, exact: bo
     module = CNF(VectorField(train_x.shape[1], s.width, s.depth, s.activation), s.lr, c.weight_decay, c.rtol, c.atol,
                  c.adjoint, exact, transform)
     clock = TrainClock("test/nll")
-    with runner.session(cfg, stage="cnf", run=part, run_config=model_config(cfg, part), max_steps=s.steps,
-                        callbacks=[clock], inference_mode=False) as trainer:
+    with runner.torch_threads(s.threads), \
+            runner.session(cfg, stage="cnf", run=part, run_config=model_config(cfg, part), max_steps=s.steps,
+                           callbacks=[clock], inference_mode=False) as trainer:
         runner.fit(trainer, module, loader(train_x, batch_size=s.batch_size, seed=cfg.seed,
                                            batches_per_epoch=s.eval_every),
                    loader(test_x, batch_size=len(test_x), train=False))
-    if not clock.history or clock.history[-1]["step"] != s.steps:   # evaluate the final weights
-        trainer.validate(module, loader(test_x, batch_size=len(test_x), train=False), verbose=False)
+        if not clock.history or clock.history[-1]["step"] != s.steps:   # evaluate the final weights
+            trainer.validate(module, loader(test_x, batch_size=len(test_x), train=False), verbose=False)
+        threads = torch.get_num_threads()
     tail = max(1, len(module.nfe_forward) // 10)
     stats = {"test_nll": clock.history[-1]["test/nll"], "sec_per_iter": clock.sec_per_iter,
-             "train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds, "steps": s.steps,
+             "train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds, "threads": threads, "steps": s.steps,
              "nfe": float(np.mean(module.nfe_forward)), "nfe_final": float(np.mean(module.nfe_forward[-tail:])),
              "nfe_backward": float(np.mean(module.nfe_backward)) if c.adjoint else 0.0,
              "backward": "adjoint" if c.adjoint else "direct", "divergence": "exact" if exact else "hutchinson",
