@@ -18,6 +18,7 @@ import time
 import torch
 
 from genlab.cli import compose
+from genlab.runner import torch_threads
 from genlab.evaluate.ode import NFE
 from genlab.models import matchers
 from genlab.models.cnf import CNF, LogitDequantize
@@ -51,7 +52,7 @@ def step(module, batch) -> None:
 
 
 def report(name: str, wall: float, cpu: float, extra: str = "") -> None:
-    print(f"{name:<46} {wall:9.1f} ms wall {cpu:9.1f} ms CPU  {extra}")
+    print(f"{name:<46} {wall:9.1f} ms wall {cpu:9.1f} ms CPU  {torch.get_num_threads()} threads  {extra}")
 
 
 def main() -> None:
@@ -59,30 +60,31 @@ def main() -> None:
     c, f = cfg.model.cnf, cfg.model.flow_matching
     torch.manual_seed(0)
     torch.set_num_threads(cfg.trainer.threads or torch.get_num_threads())
-    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"torch threads: {torch.get_num_threads()} (2D/digits steps: their model.<stage>.<data>.threads)")
     toy = torch.randn(c.toy.batch_size, 2) * 2
     for adjoint in (False, True):
         module = CNF(VectorField(2, c.toy.width, c.toy.depth, c.toy.activation), 1e-4, 0.0, c.rtol, c.atol,
                      adjoint, exact_trace=True)
         module.log = lambda *a, **k: None
-        with NFE(module.field) as nfe:
+        with NFE(module.field) as nfe, torch_threads(c.toy.threads):
             wall, cpu = timed(lambda: step(module, (toy,)))
-        report(f"cnf toy step ({'adjoint' if adjoint else 'direct'}, B={len(toy)})", wall, cpu,
-               f"{nfe.n / (REPEATS + 1):.0f} NFE/step")
+            report(f"cnf toy step ({'adjoint' if adjoint else 'direct'}, B={len(toy)})", wall, cpu,
+                   f"{nfe.n / (REPEATS + 1):.0f} NFE/step")
     digits = torch.randint(0, 17, (c.digits.batch_size, 64), dtype=torch.uint8)
     module = CNF(VectorField(64, c.digits.width, c.digits.depth, c.digits.activation), 1e-4, 0.0, c.rtol, c.atol,
                  c.adjoint, exact_trace=False, transform=LogitDequantize(17, c.logit_alpha))
     module.log = lambda *a, **k: None
-    with NFE(module.field) as nfe:
+    with NFE(module.field) as nfe, torch_threads(c.digits.threads):
         wall, cpu = timed(lambda: step(module, (digits,)))
-    report(f"cnf digits step (Hutchinson, B={len(digits)})", wall, cpu, f"{nfe.n / (REPEATS + 1):.0f} NFE/step")
+        report(f"cnf digits step (Hutchinson, B={len(digits)})", wall, cpu, f"{nfe.n / (REPEATS + 1):.0f} NFE/step")
 
     toy = torch.randn(f.toy.batch_size, 2) * 2
     for coupling in f.couplings:
         module = FlowMatching(VectorField(2, f.toy.width, f.toy.depth, f.toy.activation),
                               matchers.build(coupling, f.sigma, f.sigma_min), 1e-4)
         module.log = lambda *a, **k: None
-        report(f"fm toy step ({coupling}, B={len(toy)})", *timed(lambda: step(module, (toy,))))
+        with torch_threads(f.toy.threads):
+            report(f"fm toy step ({coupling}, B={len(toy)})", *timed(lambda: step(module, (toy,))))
 
     m = f.mnist
     module = FlowMatching(UNet.from_config(m.unet, 10), matchers.IndependentCFM(), 1e-4, n_classes=10)
