@@ -94,7 +94,7 @@ def main() -> None:
     module.eval()
     x, t, y = torch.randn(m.n_samples, 1, 28, 28), torch.rand(m.n_samples), torch.arange(m.n_samples) % 10
     with torch.no_grad():
-        for w in (0.0, m.guidance_w):
+        for w in (0.0, *m.guidance_ws):
             wall, cpu = timed(lambda: module.velocity(x, t, y, w))
             report(f"fm mnist sampling, per NFE (N={m.n_samples}, w={w:g})", wall, cpu,
                    f"→ {m.nfe} NFE: {wall * m.nfe / 1e3:.1f} s wall")

@@ -156,10 +156,13 @@ def test_fm_regression_learns_a_translation_field():
 
 
 def test_flow_matching_stage_smoke(make_cfg, prepared, tmp_path):
-    from genlab.io import load_arrays, read_json
-    from genlab.stages import cnf, flow_matching
+    from genlab.io import load_arrays, read_json, save_model
+    from genlab.nn.classifiers import build
+    from genlab.stages import classifier, cnf, flow_matching
 
-    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}")
+    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}", "model.flow_matching.mnist.guidance_ws=[1,3]")
+    save_model(tmp_path / "models" / "classifier" / "cnn.pt", build("cnn", cfg.model.classifier.cnn).state_dict(),
+               classifier.model_config(cfg, "cnn"))                         # an untrained CNN: plumbing only
     cnf.run(cfg)
     flow_matching.run(cfg)
     metrics = read_json(tmp_path / "reports" / "metrics" / "flow_matching.json")
@@ -171,11 +174,15 @@ def test_flow_matching_stage_smoke(make_cfg, prepared, tmp_path):
     arrays, meta = load_arrays(tmp_path / "models" / "flow_matching" / "samples")
     m = cfg.model.flow_matching.mnist
     keys = {r["key"] for r in meta["runs"]}
-    assert {f"euler_nfe{m.nfe}_w0", f"euler_nfe{m.nfe}_w{m.guidance_w:g}"} <= keys
+    assert {f"euler_nfe{m.nfe}_w{w:g}" for w in (0, 1, 3)} <= keys
+    guided = [r for r in meta["runs"] if r["guidance_w"] > 0]
+    assert meta["best_w"] == min(guided, key=lambda r: r["val_fid"])["guidance_w"] == metrics["mnist"]["guidance_w"]
+    assert all(r["val_n"] == r["n"] for r in meta["runs"])
     assert {f"euler_nfe{k}_w0" for k in m.sweep_nfe} <= keys and meta["main_nfe"] == m.nfe
     for r in meta["runs"]:
         x, y = arrays[f"{r['key']}_x"], arrays[f"{r['key']}_y"]
         assert x.dtype == np.float32 and x.shape[1:] == (28, 28) and 0 <= x.min() and x.max() <= 1
         assert y.dtype == np.int64 and len(y) == len(x) == r["n"] and r["nfe"] == int(r["key"].split("nfe")[1].split("_")[0])
     figures = {p.name for p in (tmp_path / "reports" / "figures" / "flow_matching").iterdir()}
-    assert {"toy_density.png", "toy_trajectories.png", "mnist_samples_w0.png", "mnist_nfe_sweep.png"} <= figures
+    assert {"toy_density.png", "toy_trajectories.png", "mnist_samples_w0.png", f"mnist_samples_w{meta['best_w']:g}.png",
+            "mnist_nfe_sweep.png"} <= figures

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genlab.errors import GenlabError
-from genlab.evaluate.fid import SampleScorer
+from genlab.evaluate.fid import SampleScorer, choose_guidance
 from genlab.io import load_arrays, read_json, save_arrays, save_model, write_json
 from genlab.nn.classifiers import CNN
 
@@ -48,6 +48,21 @@ def test_fid_matches_the_closed_form_on_the_cnn_features(cnn, images):
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
     expected = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
     assert SampleScorer(cnn, images)(fake, torch.zeros(300, dtype=torch.long))["fid"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_guidance_is_chosen_by_validation_fid_among_guided_runs_only(cnn, images):
+    """w = 0 reproduces the real set exactly (FID 0) but is never a candidate; of the guided runs the least
+    noisy wins; every run gets its validation scores."""
+    g = torch.Generator().manual_seed(2)
+    y = (torch.arange(300) % 10).numpy()
+    noise = {0.0: 0.0, 0.5: 0.3, 1.0: 0.1, 2.0: 0.5}
+    runs = [{"key": f"w{w:g}", "guidance_w": w} for w in noise]
+    arrays = {f"w{w:g}_x": (images + s * torch.randn(images.shape, generator=g)).clamp(0, 1).numpy()
+              for w, s in noise.items()}
+    arrays |= {f"w{w:g}_y": y for w in noise}
+    assert choose_guidance(SampleScorer(cnn, images), arrays, runs) == 1.0
+    assert all({"val_fid", "val_accuracy", "val_n"} <= set(r) and r["val_n"] == 300 for r in runs)
+    assert runs[0]["val_fid"] < runs[2]["val_fid"] < runs[1]["val_fid"] < runs[3]["val_fid"]
 
 
 def test_accuracy_counts_agreement_with_the_cnn(cnn, images):

@@ -42,7 +42,7 @@ CASES = {
     "classifier": ((), "reports/metrics/classifier.json"),
     "generalization": (("classifier",), "reports/metrics/generalization.json"),
     "cnf": ((), "reports/metrics/cnf.json"),
-    "flow_matching": (("cnf",), "reports/metrics/flow_matching.json"),
+    "flow_matching": (("cnf", "classifier"), "reports/metrics/flow_matching.json"),
     "diffusion": (("classifier",), "reports/metrics/diffusion.json"),
     "gpt": ((), "reports/metrics/gpt.json"),
     "gpt_scaling": ((), "models/gpt_scaling/L1-W16.json"),

@@ -42,7 +42,8 @@ class FieldTrainConfig:
     def __post_init__(self):
         positive(self, "width", "depth", "steps", "batch_size", "lr", "eval_every")
         if self.threads < 0:
-            raise ConfigError(f"{self.path}.threads must be ≥ 0 (got {self.threads})", "use 0 for the default, or 1, 2, …")
+            raise ConfigError(f"{self.path}.threads must be ≥ 0 (got {self.threads})",
+                              "use 0 for the default, or 1, 2, …")
         one_of(self, "activation", ("tanh", "softplus", "silu"))
 
 
@@ -80,7 +81,8 @@ class FlowMatchingMnistConfig:
     t_sampling: str = "logit_normal"  # training times: uniform | logit_normal (Esser et al. 2024, eq. 19)
     sampler: str = "euler"            # euler | midpoint | dopri5 (for the main runs and the sweep)
     nfe: int = 10                     # main runs' network evaluations (a guided one counts once)
-    guidance_w: float = 1.0           # ṽ = (1+w)·v(x,c) − w·v(x,∅)
+    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])   # ṽ = (1+w)·v(x,c) − w·v(x,∅):
+                                      # each is sampled; the one with the lowest validation FID is reported
     n_samples: int = 1000             # per main run, equally many per class
     sweep_nfe: list[int] = field(default_factory=lambda: [2, 5, 10, 20, 50])   # quality vs NFE (w = 0)
     sweep_n: int = 1000               # samples per sweep run (generative_eval scores every run on as many)
@@ -90,9 +92,9 @@ class FlowMatchingMnistConfig:
         fraction(self, "ema", "label_dropout")
         one_of(self, "sampler", ("euler", "midpoint", "dopri5"))
         one_of(self, "t_sampling", ("uniform", "logit_normal"))
-        if self.guidance_w < 0 or min(self.sweep_nfe, default=1) < 1:
-            raise ConfigError(f"{self.path}: need guidance_w ≥ 0 and sweep_nfe ≥ 1 (got {self.guidance_w}, "
-                              f"{self.sweep_nfe})", "e.g. guidance_w=1.0 sweep_nfe=[2,5,10,20,50]")
+        if not self.guidance_ws or min(self.guidance_ws) <= 0 or min(self.sweep_nfe, default=1) < 1:
+            raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and sweep_nfe ≥ 1 (got "
+                              f"{self.guidance_ws}, {self.sweep_nfe})", "e.g. guidance_ws=[0.5,1] sweep_nfe=[2,5,10]")
         if self.sampler == "midpoint" and any(n % 2 for n in [self.nfe, *self.sweep_nfe]):
             raise ConfigError(f"{self.path}.sampler=midpoint needs even NFEs (got nfe={self.nfe}, "
                               f"sweep_nfe={self.sweep_nfe})", "use even values or sampler=euler")
@@ -142,7 +144,7 @@ class DiffusionConfig:
     sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
     ddim_eta: float = 1.0             # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
     sweep_steps: list[int] = field(default_factory=lambda: [5, 20])   # extra DDIM step counts (w = 0): quality vs NFE
-    guidance_ws: list[float] = field(default_factory=lambda: [1.0, 3.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
+    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
     n_samples: int = 1000             # per run (DDIM and DDPM), equally many per class
 
     def __post_init__(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -68,3 +69,14 @@ class SampleScorer:
             self.fid.update(xb, real=False)
             acc.update(self.cnn(xb), yb)
         return {"fid": float(self.fid.compute()), "accuracy": float(acc.compute()), "n": len(x)}
+
+
+def choose_guidance(scorer: SampleScorer, arrays: dict[str, np.ndarray], runs: list[dict]) -> float:
+    """The guidance weight w > 0 whose run has the lowest FID on the scorer's real images — the *validation*
+    images: the test set never chooses anything. Every run gets ``val_fid``, ``val_accuracy``, ``val_n`` in place.
+
+    ``runs``: dicts with ``key`` and ``guidance_w``; ``arrays``: ``<key>_x`` [N, 28, 28] in [0, 1], ``<key>_y`` [N].
+    """
+    for r in runs:
+        r.update({f"val_{k}": v for k, v in scorer(arrays[f"{r['key']}_x"], arrays[f"{r['key']}_y"]).items()})
+    return min((r for r in runs if r["guidance_w"] > 0), key=lambda r: r["val_fid"])["guidance_w"]

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from genlab import runner
 from genlab.data.loader import loader
-from genlab.evaluate.fid import SampleScorer, load_cnn
+from genlab.evaluate.fid import SampleScorer, choose_guidance, load_cnn
 from genlab.io import save_arrays, save_model
 from genlab.models.diffusion import Diffusion
 from genlab.nn.unet import UNet
@@ -68,11 +68,7 @@ def run(cfg) -> None:
     out = Path(cfg.paths.models) / "diffusion"
     save_model(out / "unet.pt", module.ema.state_dict(), OmegaConf.to_container(c, resolve=True))
     arrays, runs = sample_runs(cfg, module)
-
-    for r in runs:
-        r.update({f"val_{k}": v for k, v in scorer(arrays[f"{r['key']}_x"], arrays[f"{r['key']}_y"]).items()})
-    guided = [r for r in runs if r["sampler"] == "ddim" and r["guidance_w"] > 0]
-    best_w = min(guided, key=lambda r: r["val_fid"])["guidance_w"]
+    best_w = choose_guidance(scorer, arrays, runs)
     save_arrays(out / "samples", arrays, {"runs": runs, "main_nfe": c.sample_steps, "best_w": best_w})
 
     figures, curves = figures_dir(cfg, "diffusion"), plots_dir(cfg, "diffusion")

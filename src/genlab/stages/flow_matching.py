@@ -5,9 +5,11 @@
   evaluated every ``toy.eval_every`` steps, and the training time until it first reaches the CNF's final
   NLL, divided by the CNF's training time (``fm_over_cnf_time_to_nll``; both exclude evaluation).
 * MNIST: the shared U-Net, independent coupling, label dropout for classifier-free guidance
-  ṽ = (1+w)·v(x,c) − w·v(x,∅). Samples for ``generative_eval`` (which computes FID/accuracy) go to
-  ``models/flow_matching/samples.{npz,json}``: per run key ``<sampler>_nfe<n>_w<w>`` arrays
-  ``<key>_x`` float32 [N,28,28] in [0,1] and ``<key>_y`` int64 [N]; meta lists the runs.
+  ṽ = (1+w)·v(x,c) − w·v(x,∅), sampled at w = 0 and every w in ``guidance_ws``; as in `diffusion`, the
+  reported w (``best_w``) has the lowest FID against the *validation* images. Samples for ``generative_eval``
+  (which scores them on the test images) go to ``models/flow_matching/samples.{npz,json}``: per run key
+  ``<sampler>_nfe<n>_w<w>`` arrays ``<key>_x`` float32 [N,28,28] in [0,1] and ``<key>_y`` int64 [N]; meta
+  lists the runs.
 
 Writes ``models/flow_matching/{toy_<coupling>,mnist}.pt``, ``reports/metrics/flow_matching.json``,
 ``reports/plots/flow_matching/*.csv`` and figures (densities CNF vs FM vs data, trajectories, sample grids).
@@ -25,6 +27,7 @@ from omegaconf import OmegaConf
 from genlab import runner
 from genlab.data.loader import loader
 from genlab.evaluate import ode
+from genlab.evaluate.fid import SampleScorer, choose_guidance, load_cnn
 from genlab.io import load_arrays, load_model, read_json, save_arrays, save_model
 from genlab.models import matchers
 from genlab.models.clock import TrainClock
@@ -45,7 +48,8 @@ def section(cfg, *keys: str) -> dict:
 
 # --- 2D: couplings vs the CNF -----------------------------------------------------------
 
-def train_toy(cfg, coupling: str, train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[FlowMatching, TrainClock, int]:
+def train_toy(cfg, coupling: str, train_x: torch.Tensor,
+              test_x: torch.Tensor) -> tuple[FlowMatching, TrainClock, int]:
     """The 2D model, its clock (test NLL vs training time) and the torch threads it trained on."""
     c, s = cfg.model.flow_matching, cfg.model.flow_matching.toy
     runner.seed_all(cfg)
@@ -127,9 +131,8 @@ def mnist_config(cfg) -> dict:
     return {k: m[k] for k in ("unet", "steps", "batch_size", "lr", "ema", "label_dropout", "t_sampling")}
 
 
-def train_mnist(cfg) -> tuple[FlowMatching, TrainClock]:
+def train_mnist(cfg, arrays: dict[str, np.ndarray]) -> tuple[FlowMatching, TrainClock]:
     m = cfg.model.flow_matching.mnist
-    arrays, _ = load_arrays(Path(cfg.paths.data) / "mnist")
     x = torch.from_numpy(arrays["train_x"]).float().div(127.5).sub(1.0).unsqueeze(1)   # [N, 1, 28, 28] in [−1, 1]
     y = torch.from_numpy(arrays["train_y"])
     runner.seed_all(cfg)
@@ -145,9 +148,9 @@ def train_mnist(cfg) -> tuple[FlowMatching, TrainClock]:
 
 
 def sampling_runs(m) -> dict[str, dict]:
-    """Run key → {nfe, w, n}: the main pair (w = 0 and the guided w) and the NFE sweep at w = 0."""
+    """Run key → {nfe, w, n}: the main runs (w = 0 and each guided w) and the NFE sweep at w = 0."""
     runs = {}
-    for nfe, w, n in [(m.nfe, 0.0, m.n_samples), (m.nfe, m.guidance_w, m.n_samples),
+    for nfe, w, n in [*[(m.nfe, w, m.n_samples) for w in [0.0, *m.guidance_ws]],
                       *[(k, 0.0, m.sweep_n) for k in m.sweep_nfe]]:
         runs.setdefault(f"{m.sampler}_nfe{nfe}_w{w:g}", {"nfe": nfe, "w": float(w), "n": n})
     return runs
@@ -181,14 +184,16 @@ def class_grid(images: np.ndarray, labels: np.ndarray, title: str, per_class: in
 
 def mnist(cfg) -> dict:
     m = cfg.model.flow_matching.mnist
-    module, clock = train_mnist(cfg)
+    data, _ = load_arrays(Path(cfg.paths.data) / "mnist")
+    scorer = SampleScorer(load_cnn(cfg), torch.from_numpy(data["val_x"]).float() / 255)   # chooses w
+    module, clock = train_mnist(cfg, data)
     out = Path(cfg.paths.models) / "flow_matching"
     save_model(out / "mnist.pt", module.net.state_dict(), mnist_config(cfg))
     arrays, runs = generate(cfg, module)
-    save_arrays(out / "samples", arrays, {"runs": runs, "main_nfe": m.nfe, "best_w": m.guidance_w,
-                                          "sweep_n": m.sweep_n})
+    best_w = choose_guidance(scorer, arrays, runs)
+    save_arrays(out / "samples", arrays, {"runs": runs, "main_nfe": m.nfe, "best_w": best_w, "sweep_n": m.sweep_n})
     figures = figures_dir(cfg, "flow_matching")
-    for w in (0.0, m.guidance_w):
+    for w in (0.0, best_w):
         key = f"{m.sampler}_nfe{m.nfe}_w{w:g}"
         save_figure(class_grid(arrays[f"{key}_x"], arrays[f"{key}_y"], f"FM {m.sampler}, {m.nfe} NFE, w = {w:g}"),
                     figures / f"mnist_samples_w{w:g}.png")
@@ -199,7 +204,7 @@ def mnist(cfg) -> dict:
     write_csv(plots_dir(cfg, "flow_matching") / "mnist_sampling.csv", runs)
     return {"steps": m.steps, "train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds,
             "sec_per_iter": clock.sec_per_iter, "parameters": sum(p.numel() for p in module.net.parameters()),
-            "nfe": m.nfe, "sampler": m.sampler, "guidance_w": m.guidance_w, "n_samples": m.n_samples,
+            "nfe": m.nfe, "sampler": m.sampler, "guidance_w": best_w, "n_samples": m.n_samples,
             "sampling_seconds": {r["key"]: r["seconds"] for r in runs}}
 
 
