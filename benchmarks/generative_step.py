@@ -18,13 +18,13 @@ import time
 import torch
 
 from genlab.cli import compose
-from genlab.runner import torch_threads
 from genlab.evaluate.ode import NFE
 from genlab.models import matchers
 from genlab.models.cnf import CNF, LogitDequantize
 from genlab.models.flow_matching import FlowMatching
 from genlab.nn.unet import UNet
 from genlab.nn.vector_field import VectorField
+from genlab.runner import torch_threads
 
 REPEATS = 5
 

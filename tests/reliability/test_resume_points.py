@@ -41,7 +41,7 @@ def train(cfg, extra: list[Callback]) -> torch.Tensor:
     train_x, test_x = cnf.toy_split(cfg, cfg.model.cnf.dataset)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(runner, "session", with_extra)
-        module, *_ = flow_matching.train_toy(cfg, "gaussian", train_x, test_x)
+        module, _ = flow_matching.train_toy(cfg, "gaussian", train_x, test_x)
     return torch.cat([p.detach().flatten() for p in module.net.parameters()])
 
 

@@ -48,9 +48,7 @@ def section(cfg, *keys: str) -> dict:
 
 # --- 2D: couplings vs the CNF -----------------------------------------------------------
 
-def train_toy(cfg, coupling: str, train_x: torch.Tensor,
-              test_x: torch.Tensor) -> tuple[FlowMatching, TrainClock, int]:
-    """The 2D model, its clock (test NLL vs training time) and the torch threads it trained on."""
+def train_toy(cfg, coupling: str, train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[FlowMatching, TrainClock]:
     c, s = cfg.model.flow_matching, cfg.model.flow_matching.toy
     runner.seed_all(cfg)
     module = FlowMatching(VectorField(2, s.width, s.depth, s.activation),
@@ -67,8 +65,7 @@ def train_toy(cfg, coupling: str, train_x: torch.Tensor,
                    loader(test_x, batch_size=len(test_x), train=False))
         if not clock.history or clock.history[-1]["step"] != s.steps:
             trainer.validate(module, loader(test_x, batch_size=len(test_x), train=False), verbose=False)
-        threads = torch.get_num_threads()
-    return module, clock, threads
+    return module, clock
 
 
 def time_to(history: list[dict], nll: float, key: str) -> float | None:
@@ -89,7 +86,7 @@ def toy(cfg) -> dict:
         path = ode.sample(cnf_field, torch.randn(300, 2), "dopri5", rtol=c.rtol, atol=c.atol, n_save=25)
     out, models, paths, n = {}, {}, {f"CNF (dopri5, {nfe.n} NFE)": path}, 80
     for coupling in c.couplings:
-        module, clock, threads = train_toy(cfg, coupling, train_x, test_x)
+        module, clock = train_toy(cfg, coupling, train_x, test_x)
         save_model(Path(cfg.paths.models) / "flow_matching" / f"toy_{coupling}.pt", module.net.state_dict(),
                    {"coupling": coupling, "dataset": dataset, **section(cfg, "sigma", "sigma_min", "ot_block", "ema", "toy")})
         write_csv(plots_dir(cfg, "flow_matching") / f"toy_{coupling}_nll.csv",
@@ -102,7 +99,7 @@ def toy(cfg) -> dict:
         seconds, cpu = time_to(clock.history, target, "seconds"), time_to(clock.history, target, "cpu_seconds")
         out[coupling] = {"test_nll": clock.history[-1]["test/nll"], "sec_per_iter": clock.sec_per_iter,
                          "train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds,
-                         "threads": threads, "steps": c.toy.steps, "sample_nfe_dopri5": nfe.n,
+                         "threads": c.toy.threads or torch.get_num_threads(), "steps": c.toy.steps, "sample_nfe_dopri5": nfe.n,
                          "seconds_to_cnf_nll": seconds, "cpu_seconds_to_cnf_nll": cpu}
         models[coupling] = module
         print(f"[genlab] flow_matching/toy_{coupling} ({dataset}): test_nll={out[coupling]['test_nll']:.4g} "
