@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from genlab.config import ConfigError, UNetConfig
 from genlab.nn.unet import UNet, timestep_embedding
@@ -14,7 +15,7 @@ def net():
     return UNet(channels=8, channel_mults=(1, 2, 2), n_classes=10).eval()
 
 
-@pytest.mark.parametrize("mults", [(1,), (1, 2), (1, 2, 2)])
+@pytest.mark.parametrize("mults", [(1,), (1, 2), (1, 2, 2), (1, 2, 3)])
 def test_shapes_for_every_depth(mults):
     net = UNet(channels=8, channel_mults=mults, attention=True)
     x = torch.randn(3, 1, 28, 28)
@@ -49,6 +50,18 @@ def test_chunked_inference_equals_one_batch(net):
     with torch.no_grad():
         torch.testing.assert_close(net(x, t, y), whole.detach())
         torch.testing.assert_close(net(x, torch.tensor(0.4)), net(x, torch.full((7,), 0.4)))
+
+
+def test_up_path_narrows_before_upsampling_which_commutes(net):
+    """Going up into a level, a 1×1 conv narrows the features to that level's width (16 → 8 into 28×28,
+    none where the widths agree) before the ×2 nearest upsampling — the same map as narrowing after it,
+    at a quarter of the cost."""
+    narrow = net.narrow[0]
+    assert (narrow.in_channels, narrow.out_channels) == (16, 8) and isinstance(net.narrow[1], torch.nn.Identity)
+    assert [b.conv1[-1].in_channels for b in net.up] == [8 + 8, 16 + 16, 16 + 16]       # concatenated with the skip
+    h = torch.randn(2, 16, 14, 14)
+    upsample = lambda z: F.interpolate(z, scale_factor=2.0, mode="nearest")
+    torch.testing.assert_close(upsample(narrow(h)), narrow(upsample(h)))
 
 
 def test_timestep_embedding_known_values():
