@@ -65,6 +65,7 @@ def test_torch_threads_holds_inside_the_block_and_is_restored_after_it_even_on_e
         assert torch.get_num_threads() == 3
         with runner.torch_threads(0):   # 0: unchanged
             assert torch.get_num_threads() == 3
+        assert (runner.thread_count(0), runner.thread_count(1)) == (3, 1)   # what a stage records
     finally:
         torch.set_num_threads(original)
 

@@ -56,6 +56,11 @@ def seed_all(cfg: DictConfig) -> None:
         torch.use_deterministic_algorithms(True, warn_only=cfg.trainer.accelerator != "cpu")
 
 
+def thread_count(n: int) -> int:
+    """The torch thread count a ``threads`` config key stands for: ``n``, or 0 → the current count."""
+    return n or torch.get_num_threads()
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (0: leave the count as it is), then restore it.

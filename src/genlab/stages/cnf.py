@@ -66,7 +66,7 @@ def train(cfg, part: str, train_x: torch.Tensor, test_x: torch.Tensor, exact: bo
     tail = max(1, len(module.nfe_forward) // 10)
     stats = {"test_nll": clock.history[-1]["test/nll"], "sec_per_iter": clock.sec_per_iter,
              "train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds,
-             "threads": s.threads or torch.get_num_threads(), "steps": s.steps,
+             "threads": runner.thread_count(s.threads), "steps": s.steps,
              "nfe": float(np.mean(module.nfe_forward)), "nfe_final": float(np.mean(module.nfe_forward[-tail:])),
              "nfe_backward": float(np.mean(module.nfe_backward)) if c.adjoint else 0.0,
              "backward": "adjoint" if c.adjoint else "direct", "divergence": "exact" if exact else "hutchinson",

@@ -99,7 +99,8 @@ def toy(cfg) -> dict:
         seconds, cpu = time_to(clock.history, target, "seconds"), time_to(clock.history, target, "cpu_seconds")
         out[coupling] = {"test_nll": clock.history[-1]["test/nll"], "sec_per_iter": clock.sec_per_iter,
                          "train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds,
-                         "threads": c.toy.threads or torch.get_num_threads(), "steps": c.toy.steps, "sample_nfe_dopri5": nfe.n,
+                         "threads": runner.thread_count(c.toy.threads), "steps": c.toy.steps,
+                         "sample_nfe_dopri5": nfe.n,
                          "seconds_to_cnf_nll": seconds, "cpu_seconds_to_cnf_nll": cpu}
         models[coupling] = module
         print(f"[genlab] flow_matching/toy_{coupling} ({dataset}): test_nll={out[coupling]['test_nll']:.4g} "
