@@ -31,10 +31,10 @@ class Crash(Callback):
             raise SimulatedKill(f"step {self.at}")
 
 
-def train(cfg, epochs: int = 2, callbacks=None, lr: float = 3e-3) -> Classifier:
+def train(cfg, epochs: int = 2, callbacks=None, lr: float = 3e-3, hidden: int = 16) -> Classifier:
     runner.seed_all(cfg)
     data = load_mnist(cfg)
-    module = Classifier(MLP(16), lr=lr, weight_decay=0.0, shift=1)
+    module = Classifier(MLP(hidden), lr=lr, weight_decay=0.0, shift=1)
     with runner.session(cfg, stage="test", run="mlp", run_config={"lr": lr, "epochs": epochs},
                         max_epochs=epochs, callbacks=callbacks) as trainer:
         runner.fit(trainer, module, loader(data["train_x"][:640], data["train_y"][:640], batch_size=64,
@@ -105,6 +105,15 @@ def test_corrupt_checkpoint_is_refused_with_a_fix(cfg):
     last.write_bytes(last.read_bytes()[:1000])
     with pytest.raises(GenlabError, match="cannot resume .* delete"):
         train(cfg)
+
+
+def test_checkpoint_of_a_different_network_is_refused_with_a_fix(cfg):
+    """The run's config hash names its checkpoint folder, but the code can change under it: a resume point
+    whose weights do not fit the network is refused before Lightning's multi-line state_dict error."""
+    with pytest.raises(SimulatedKill):
+        train(cfg, callbacks=[Crash(at=5)])
+    with pytest.raises(GenlabError, match="holds the weights of a different network .* delete"):
+        train(cfg, hidden=24)
 
 
 def test_nan_loss_stops_with_one_line(cfg):

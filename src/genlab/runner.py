@@ -239,10 +239,13 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_c
     last = ckpt_dir / "last.ckpt"
     if last.exists():
         try:   # refuse a corrupt/unsafe resume point up front, with the fix, before Lightning touches it
-            torch.load(last, map_location="cpu", weights_only=True)
+            saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
         except Exception as e:
             raise GenlabError(f"{trainer.genlab_run}: cannot resume from {last} ({str(e).splitlines()[0][:120]})",
                               f"delete {ckpt_dir} to start this run afresh") from None
+        if {k: v.shape for k, v in saved.items()} != {k: v.shape for k, v in module.state_dict().items()}:
+            raise GenlabError(f"{trainer.genlab_run}: {last} holds the weights of a different network (the code "
+                              "changed since it was saved)", f"delete {ckpt_dir} to start this run afresh")
         print(f"[genlab] {trainer.genlab_run}: resuming from {last}")
     trainer.fit(module, train, val, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     if not keep_checkpoints and trainer.is_global_zero:
