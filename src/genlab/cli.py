@@ -21,15 +21,19 @@ USAGE = """usage: genlab <command> [key=value ...] [-m] [--config-dir DIR --conf
 commands (pipeline stages; `dvc repro` runs them in order):
 {stages}
 utility commands:
-  show      print the composed, validated config (same overrides as a stage)
-  params    write the composed config to params.yaml (what DVC tracks)
-  check-sweep FILE   validate a wandb sweep file offline (parameters compose into valid configs)
+{utilities}
 
 examples:
   genlab classifier model.classifier.epochs=3 logger.wandb.mode=disabled
   genlab classifier -m model.classifier.mlp_hidden=32,64       # Hydra multirun sweep
   genlab params experiment=smoke && dvc repro                  # run the smoke preset
 """
+
+UTILITIES = {   # command → (arguments, what it does)
+    "show": ("[key=value ...]", "print the composed, validated config (same overrides as a stage)"),
+    "params": ("[key=value ...]", "write the composed config to params.yaml (what DVC tracks)"),
+    "check-sweep": ("FILE", "validate a wandb sweep file offline (parameters compose into valid configs)"),
+}
 
 
 def config_dir() -> Path:
@@ -213,9 +217,14 @@ def run_stage(stage: str, argv: list[str]) -> None:
 def main() -> None:
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(stages="\n".join(f"  {k:<18}{v}" for k, v in stages(describe=True).items())))
+        print(USAGE.format(stages="\n".join(f"  {k:<18}{v}" for k, v in stages(describe=True).items()),
+                           utilities="\n".join(f"  {f'{k} {a}':<32}{d}" for k, (a, d) in UTILITIES.items())))
         return
     command, rest = argv[0], argv[1:]
+    if command in UTILITIES and any(a in ("-h", "--help") for a in rest):
+        args, what = UTILITIES[command]
+        print(f"usage: genlab {command} {args}\n{what}")
+        return
     if command == "check-sweep":
         from genlab import sweeps
         from genlab.errors import GenlabError

@@ -32,6 +32,18 @@ def genlab(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["show", "params", "check-sweep"])
+def test_utility_help_prints_its_usage_and_does_nothing_else(command, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["genlab", command, "--help"])
+    cli.main()                                   # before: --help reached Hydra as an override and failed
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: genlab {command} ") and not (tmp_path / "params.yaml").exists()
+    monkeypatch.setattr(sys, "argv", ["genlab", "--help"])
+    cli.main()
+    assert f"  {command} " in capsys.readouterr().out
+
+
 @pytest.fixture
 def work(tmp_path, monkeypatch, prepared):
     """cwd = a temp dir; paths.* point inside it; data = the session's prepared smoke datasets."""
