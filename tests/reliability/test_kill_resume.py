@@ -34,8 +34,9 @@ LONGER = ["trainer.checkpoint_every=5", "trainer.threads=1",
           "model.gpt.max_iters=80", "model.gpt.lr_decay_iters=80", "model.gpt.eval_interval=20",
           "model.gpt_scaling.only=L1-W16",
           "model.generalization.random_labels.epochs=8",
-          "model.rlhf.sft.base_steps=12", "model.rlhf.reward_model.steps=12", "model.rlhf.ppo.steps=8",
-          "model.rlhf.dpo.steps=10"]
+          "model.rlhf.sft.base_steps=60", "model.rlhf.reward_model.steps=12", "model.rlhf.ppo.steps=8",
+          "model.rlhf.dpo.steps=60"]   # the 1-layer sft/dpo nets take a few ms per step: with 10–12 steps the
+                                       # checkpoint lived for less than one 50 ms poll and the kill missed it
 
 # stage → (stages whose outputs it loads, the file holding its result)
 CASES = {
