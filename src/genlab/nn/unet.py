@@ -19,7 +19,8 @@ resolution (optional self-attention there), then up: a 1×1 conv narrows the fea
 ×2 nearest upsampling, concatenation with the skip — U-Net's "up-convolution that halves the number of feature
 channels" before the concatenation (Ronneberger et al. 2015, §2). A 1×1 conv commutes with nearest upsampling,
 so it runs at the low resolution. On the CPU preset (16 channels) the 28×28 block then mixes 16 + 16 channels
-instead of 32 + 16: a training step takes 9–14% less time and a sampling NFE ~10% less (interleaved A/B).
+instead of 32 + 16: a training step takes 9–16% less time (median 13%) and a sampling NFE ~10% less (interleaved
+A/B, six runs).
 """
 from __future__ import annotations
 
