@@ -5,23 +5,19 @@
 Uses the composed default config (``model.diffusion``). Prints wall and process-CPU seconds (CPU time is
 the better guide when other jobs share the machine) for: a training step at the configured batch size,
 one unguided and one guided (batched cond+uncond) network evaluation on ``n_samples`` images, and the
-projected cost of the stage's sampling plan (DDIM at ``sample_steps`` for w = 0 and each guidance w,
-ancestral DDPM over all T steps).
+projected cost of the stage's sampling plan (DDIM at ``sample_steps`` for w = 0 and each guidance w, DDIM at
+``sweep_steps`` for w = 0, ancestral DDPM over all T steps).
 """
 from __future__ import annotations
 
-import sys
+import argparse
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from genlab.config import validate
+from genlab.cli import compose
 from genlab.models.diffusion import Diffusion
 from genlab.nn.unet import UNet
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn, repeats: int = 3) -> tuple[float, float]:
@@ -36,8 +32,7 @@ def timed(fn, repeats: int = 3) -> tuple[float, float]:
 
 
 def main(overrides: list[str]) -> None:
-    with initialize_config_dir(str(ROOT / "experiments"), version_base="1.3"):
-        c = validate(compose("config", overrides)).model.diffusion
+    c = compose(overrides).model.diffusion
     torch.manual_seed(0)
     module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema,
                        snr_gamma=c.snr_gamma, prediction=c.prediction)
@@ -60,11 +55,13 @@ def main(overrides: list[str]) -> None:
           f"→ {c.steps} steps ≈ {c.steps * train[0]:.0f} s wall, {c.steps * train[1]:.0f} s CPU")
     for w, (wall, cpu) in nfe.items():
         print(f"one NFE on {n} images, w={w:g}{' (cond+uncond batched)' if w else ''}: {wall:.3f} s wall, {cpu:.3f} s CPU")
-    plan = c.sample_steps * (nfe[0.0][0] + len(c.guidance_ws) * nfe[1.0][0]) + c.timesteps * nfe[0.0][0]
-    plan_cpu = c.sample_steps * (nfe[0.0][1] + len(c.guidance_ws) * nfe[1.0][1]) + c.timesteps * nfe[0.0][1]
-    print(f"sampling plan (DDIM {c.sample_steps} × w∈{[0.0, *c.guidance_ws]}, DDPM {c.timesteps}): "
-          f"≈ {plan:.0f} s wall, {plan_cpu:.0f} s CPU")
+    unguided = c.sample_steps + sum(k for k in c.sweep_steps if k != c.sample_steps) + c.timesteps
+    plan = [unguided * nfe[0.0][i] + c.sample_steps * len(c.guidance_ws) * nfe[1.0][i] for i in (0, 1)]
+    print(f"sampling plan (DDIM {c.sample_steps} × w∈{[0.0, *c.guidance_ws]}, DDIM {list(c.sweep_steps)} at w=0, "
+          f"DDPM {c.timesteps}): ≈ {plan[0]:.0f} s wall, {plan[1]:.0f} s CPU")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. model.diffusion.timesteps=100")
+    main(parser.parse_args().overrides)

@@ -11,8 +11,8 @@ untrained field, a lower bound (see ``nfe`` and ``sec_per_iter`` in reports/metr
 """
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -55,8 +55,8 @@ def report(name: str, wall: float, cpu: float, extra: str = "") -> None:
     print(f"{name:<46} {wall:9.1f} ms wall {cpu:9.1f} ms CPU  {torch.get_num_threads()} threads  {extra}")
 
 
-def main() -> None:
-    cfg = compose(sys.argv[1:])
+def main(overrides: list[str]) -> None:
+    cfg = compose(overrides)
     c, f = cfg.model.cnf, cfg.model.flow_matching
     torch.manual_seed(0)
     torch.set_num_threads(cfg.trainer.threads or torch.get_num_threads())
@@ -101,4 +101,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value, as for `genlab`")
+    main(parser.parse_args().overrides)

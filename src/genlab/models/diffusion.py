@@ -2,9 +2,9 @@
 
 Parameterisation (``prediction``): the network predicts ε (Ho et al.) or v = √ᾱ_t·ε − √(1 − ᾱ_t)·x0
 (Salimans & Ho 2022, §4 and App. D). Both give x̂0 and ε̂ in closed form:
-    ε:  x̂0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t                  — divides by √ᾱ_t ≈ 5e−4 at t = T (cosine, T = 100),
+    ε:  x̂0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t                  — divides by √ᾱ_t ≈ 1e−3 at t = T (cosine, T = 50),
     v:  x̂0 = √ᾱ_t·x_t − √(1 − ᾱ_t)·v̂,  ε̂ = √(1 − ᾱ_t)·x_t + √ᾱ_t·v̂   — bounded for every t,
-so with ε the first steps of a short DDIM run amplify the network's error ~2000× (then x̂0 is clipped to
+so with ε the first steps of a short DDIM run amplify the network's error ~1000× (then x̂0 is clipped to
 noise), while v stays well conditioned: the reason v is the default for 10-step sampling.
 
 Loss weighting: L_simple weights every t equally in ε-space, where the nearly clean steps (high SNR) have the
