@@ -73,15 +73,15 @@ class FlowMatchingMnistConfig:
     """Class-conditional Gaussian → MNIST flow matching with classifier-free guidance, and its sampling runs."""
     path: ClassVar[str] = "model.flow_matching.mnist"
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16))
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 4e-3                  # peak of the one-cycle schedule
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3                  # peak of the one-cycle schedule
     ema: float = 0.995                # decay of the weight average (second half of training) used for sampling
     label_dropout: float = 0.1        # p(label → null) in training
     t_sampling: str = "logit_normal"  # training times: uniform | logit_normal (Esser et al. 2024, eq. 19)
     sampler: str = "euler"            # euler | midpoint | dopri5 (for the main runs and the sweep)
     nfe: int = 10                     # main runs' network evaluations (a guided one counts once)
-    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])   # ṽ = (1+w)·v(x,c) − w·v(x,∅):
+    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0])   # ṽ = (1+w)·v(x,c) − w·v(x,∅):
                                       # each is sampled; the one with the lowest validation FID is reported
     n_samples: int = 1000             # per main run, equally many per class
     sweep_nfe: list[int] = field(default_factory=lambda: [2, 5, 10, 20, 50])   # quality vs NFE (w = 0)
@@ -132,11 +132,11 @@ class DiffusionConfig:
     """Class-conditional DDPM on MNIST (genlab.models.diffusion) and its sampling runs."""
     path: ClassVar[str] = "model.diffusion"
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16))
-    timesteps: int = 100              # T of the forward process (DDPM ancestral sampling uses all of them)
+    timesteps: int = 50               # T of the forward process (DDPM ancestral sampling uses all of them)
     schedule: str = "cosine"          # linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
-    steps: int = 800
+    steps: int = 1500
     batch_size: int = 64
-    lr: float = 2e-3                  # peak of the one-cycle schedule
+    lr: float = 1.5e-3                # peak of the one-cycle schedule
     ema: float = 0.999                # decay of the weight average used for sampling
     prediction: str = "v"             # the network predicts eps (Ho et al.) or v (Salimans & Ho 2022)
     snr_gamma: float = 0.0            # Min-SNR-γ loss weight (Hang et al. 2023); 0: plain MSE of the prediction
@@ -144,7 +144,7 @@ class DiffusionConfig:
     sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
     ddim_eta: float = 1.0             # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
     sweep_steps: list[int] = field(default_factory=lambda: [5, 20])   # extra DDIM step counts (w = 0): quality vs NFE
-    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
+    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
     n_samples: int = 1000             # per run (DDIM and DDPM), equally many per class
 
     def __post_init__(self):

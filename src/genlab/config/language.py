@@ -122,7 +122,8 @@ class GPTConfig:
 class GPTScalingConfig:
     """A model-size family (one DVC foreach item per size), the largest few also at smaller token budgets."""
     path: ClassVar[str] = "model.gpt_scaling"
-    sizes: list[str] = field(default_factory=lambda: ["L1-W32", "L2-W48"])   # "L<n_layer>-W<n_embd>", small → large
+    sizes: list[str] = field(default_factory=lambda: ["L1-W32", "L2-W32", "L2-W48", "L3-W64", "L4-W80", "L4-W96"])
+                                      # "L<n_layer>-W<n_embd>", small → large
     tokens: int = 400_000             # D of every size's main run
     extra_budgets: list[float] = field(default_factory=lambda: [0.25, 0.5])  # × tokens, for the largest few
     extra_sizes: int = 3              # how many of the largest sizes also train at the extra budgets
