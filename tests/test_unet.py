@@ -52,6 +52,21 @@ def test_chunked_inference_equals_one_batch(net):
         torch.testing.assert_close(net(x, torch.tensor(0.4)), net(x, torch.full((7,), 0.4)))
 
 
+def test_chunks_only_on_cpu(net, monkeypatch):
+    """Chunking is a CPU cache trick: on any other device (here ``meta``) the batch goes through in one pass."""
+    calls = []
+    trunk = UNet.trunk
+    monkeypatch.setattr(UNet, "trunk", lambda self, x, emb: calls.append(len(x)) or trunk(self, x, emb))
+    net.eval_chunk = 3
+    with torch.no_grad():
+        net(torch.randn(7, 1, 28, 28), torch.rand(7), torch.arange(7))
+        assert calls == [3, 3, 1]
+        calls.clear()
+        net.to("meta")(torch.randn(7, 1, 28, 28, device="meta"), torch.rand(7, device="meta"),
+                       torch.arange(7, device="meta"))
+    assert calls == [7]
+
+
 def test_up_path_narrows_before_upsampling_which_commutes(net):
     """Going up into a level, a 1×1 conv narrows the features to that level's width (16 → 8 into 28×28,
     none where the widths agree) before the ×2 nearest upsampling — the same map as narrowing after it,

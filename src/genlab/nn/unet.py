@@ -114,15 +114,17 @@ class UNet(nn.Module):
             y = torch.full((batch,), self.null_class, dtype=torch.long, device=t.device)
         return self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features)) + self.class_emb(y)
 
-    #: without gradients (sampling) a batch goes through the trunk this many images at a time: on a 2-core
-    #: CPU ten chunks of 100 run ~2.5× faster than one batch of 1,000 (the activations stay in cache)
-    eval_chunk: int = 100
+    #: without gradients (sampling) on a CPU a batch goes through the trunk this many images at a time, so the
+    #: activations stay in cache: on 2 cores ten chunks of 100 ran ~2.5× faster than one batch of 1,000, and
+    #: chunks of 50 another 25% faster than 100 (1,000 images, 16 channels: median 0.73 vs 0.97 s over 8
+    #: interleaved rounds, 2026-12-03; 32: 0.74, 64: 0.78). The output is the same bit for bit
+    eval_chunk: int = 50
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x ``[B, C, 28, 28]``, t ``[B]`` or scalar in [0, 1], y ``[B]`` (``null_class`` or None: unconditional)
         → ``[B, C, 28, 28]``."""
         emb = self.embed(t, y, x.shape[0])
-        if torch.is_grad_enabled() or x.shape[0] <= self.eval_chunk:
+        if torch.is_grad_enabled() or x.shape[0] <= self.eval_chunk or x.device.type != "cpu":
             return self.trunk(x, emb)
         return torch.cat([self.trunk(*part) for part in zip(x.split(self.eval_chunk), emb.split(self.eval_chunk))])
 
