@@ -158,7 +158,8 @@ def test_sft_gives_the_same_weights_in_two_fresh_processes(prepared, tmp_path):
     for i in range(2):
         paths = [f"paths.data={prepared / 'data'}", *(f"paths.{k}={tmp_path / str(i) / k}"
                                                     for k in ("models", "checkpoints", "reports", "logs"))]
-        done = run_cli("sft", "experiment=smoke", "logger=disabled", *paths)
+        (tmp_path / str(i)).mkdir()       # the working directory: Hydra writes its run log under ./logs/hydra
+        done = run_cli("sft", "experiment=smoke", "logger=disabled", *paths, cwd=tmp_path / str(i))
         assert done.returncode == 0, done.stderr[-2000:]
         weights.append(torch.load(tmp_path / str(i) / "models" / "rlhf" / "sft.pt", weights_only=True)["state_dict"])
     assert weights[0].keys() == weights[1].keys()
