@@ -51,6 +51,14 @@ def step(module, batch) -> None:
     opt.step()
 
 
+def cnf_toy(c, adjoint: bool) -> tuple[CNF, tuple[torch.Tensor]]:
+    """The 2D CNF (exact trace) of ``model.cnf`` ``c``, untrained, and a batch of its size."""
+    module = CNF(VectorField(2, c.toy.width, c.toy.depth, c.toy.activation), 1e-4, 0.0, c.rtol, c.atol, adjoint,
+                 exact_trace=True)
+    module.log = lambda *a, **k: None
+    return module, (torch.randn(c.toy.batch_size, 2) * 2,)
+
+
 def report(name: str, wall: float, cpu: float, extra: str = "") -> None:
     print(f"{name:<46} {wall:9.1f} ms wall {cpu:9.1f} ms CPU  {torch.get_num_threads()} threads  {extra}")
 
@@ -61,14 +69,11 @@ def main(overrides: list[str]) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(cfg.trainer.threads or torch.get_num_threads())
     print(f"torch threads: {torch.get_num_threads()} (2D/digits steps: their model.<stage>.<data>.threads)")
-    toy = torch.randn(c.toy.batch_size, 2) * 2
     for adjoint in (False, True):
-        module = CNF(VectorField(2, c.toy.width, c.toy.depth, c.toy.activation), 1e-4, 0.0, c.rtol, c.atol,
-                     adjoint, exact_trace=True)
-        module.log = lambda *a, **k: None
+        module, batch = cnf_toy(c, adjoint)
         with NFE(module.field) as nfe, torch_threads(c.toy.threads):
-            wall, cpu = timed(lambda: step(module, (toy,)))
-            report(f"cnf toy step ({'adjoint' if adjoint else 'direct'}, B={len(toy)})", wall, cpu,
+            wall, cpu = timed(lambda: step(module, batch))
+            report(f"cnf toy step ({'adjoint' if adjoint else 'direct'}, B={c.toy.batch_size})", wall, cpu,
                    f"{nfe.n / (REPEATS + 1):.0f} NFE/step")
     digits = torch.randint(0, 17, (c.digits.batch_size, 64), dtype=torch.uint8)
     module = CNF(VectorField(64, c.digits.width, c.digits.depth, c.digits.activation), 1e-4, 0.0, c.rtol, c.atol,

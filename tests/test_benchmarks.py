@@ -28,3 +28,9 @@ def test_wrong_override_is_one_line(script):
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert "unknown config key 'model.diffusion.bogus'" in out.stderr and "fix:" in out.stderr
+
+
+def test_stage_times_rejects_an_unknown_stage_before_running_anything():
+    out = bench("stage_times.py", "--stages", "cnf", "bogus")
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "unknown stage(s) ['bogus']" in out.stderr and "speed index" not in out.stdout
