@@ -6,7 +6,7 @@
 Each stage runs alone and forced, so it consumes what the stage before it has just written: give the stages in
 pipeline order. A stage's time includes dvc's checks and the process start-up, as in `dvc repro`. The stages'
 outputs are rewritten; they come out the same (every stage is seeded and deterministic on CPU) except for
-their timing fields, so commit them with `dvc.lock` only from a run you mean to publish.
+their timing fields; a plain `dvc repro` afterwards brings the stages downstream (`report`) up to date.
 
 The default stages are issue 4's budget (cnf, flow_matching, diffusion, generative_eval: "~15 minutes").
 This VM's speed swings (78 to 144 ms on the speed index within one hour), so each run prints the index
