@@ -170,6 +170,11 @@ def test_flow_matching_stage_smoke(make_cfg, prepared, tmp_path):
     assert metrics["fm_toy"]["coupling"] == cfg.model.flow_matching.coupling
     assert metrics["fm_toy"]["dataset"] == read_json(tmp_path / "reports" / "metrics" / "cnf.json")["cnf_toy"]["dataset"]
     assert "fm_over_cnf_time_to_nll" in metrics and metrics["fm_toy"]["test_nll"] > 0
+    cnf_toy, fm_toy = read_json(tmp_path / "reports" / "metrics" / "cnf.json")["cnf_toy"], metrics["fm_toy"]
+    assert fm_toy["steps_to_cnf_nll"] is not None     # the smoke CNF is barely trained: FM reaches its NLL
+    assert metrics["fm_over_cnf_nfe_to_nll"] == pytest.approx(   # per-sample field evaluations, FM over CNF
+        fm_toy["steps_to_cnf_nll"] * cfg.model.flow_matching.toy.batch_size
+        / (cnf_toy["steps"] * cnf_toy["nfe"] * cfg.model.cnf.toy.batch_size))
     assert metrics["fm_toy"]["threads"] == cfg.model.flow_matching.toy.threads == 1
     arrays, meta = load_arrays(tmp_path / "models" / "flow_matching" / "samples")
     m = cfg.model.flow_matching.mnist

@@ -99,7 +99,8 @@ def fake_pipeline(cfg, test_x: np.ndarray, test_y: np.ndarray) -> None:
     reports = cfg.paths.reports
     write_json(f"{reports}/metrics/cnf.json", {"cnf_toy": {"test_nll": 2.9, "sec_per_iter": 0.5, "nfe": 60}})
     write_json(f"{reports}/metrics/flow_matching.json", {"fm_toy": {"test_nll": 2.95, "sec_per_iter": 0.01},
-                                                         "fm_over_cnf_time_to_nll": 0.05})
+                                                         "fm_over_cnf_time_to_nll": 0.05,
+                                                         "fm_over_cnf_nfe_to_nll": 0.07})
 
 
 def test_stage_on_fake_sample_files(make_cfg, prepared, tmp_path):
@@ -115,6 +116,7 @@ def test_stage_on_fake_sample_files(make_cfg, prepared, tmp_path):
     assert fm["guidance_w"] == dm["guidance_w"] == 1.0 and dm["sampler"] == "ddim"
     assert fm["fid"] < fm["fid_w0"] and dm["fid"] < dm["fid_w0"]          # real digits beat uniform noise
     assert out["cnf_toy"]["nfe"] == 60 and out["fm_over_cnf_time_to_nll"] == 0.05
+    assert out["fm_over_cnf_nfe_to_nll"] == 0.07
     assert out["fm_fid_le_diffusion_at_equal_nfe"] == {"w0": True, "guided": True}   # identical files: equal FID
     for name in ("fid_vs_nfe", "accuracy_vs_guidance", "samples_flow_matching", "samples_diffusion"):
         assert (tmp_path / "reports" / "figures" / "generative" / f"{name}.png").exists()

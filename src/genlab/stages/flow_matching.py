@@ -3,7 +3,10 @@
 * 2D: every coupling in ``model.flow_matching.couplings`` (I-CFM, OT-CFM, Lipman's Gaussian path) on the
   CNF's toy set (read from ``reports/metrics/cnf.json``); exact test NLL by integrating the divergence,
   evaluated every ``toy.eval_every`` steps, and the training time until it first reaches the CNF's final
-  NLL, divided by the CNF's training time (``fm_over_cnf_time_to_nll``; both exclude evaluation).
+  NLL, divided by the CNF's training time (``fm_over_cnf_time_to_nll``; both exclude evaluation). The same
+  comparison counted in per-sample forward evaluations of the field (``fm_over_cnf_nfe_to_nll``: FM's steps to
+  that NLL × its batch, one evaluation per step, over the CNF's steps × its mean dopri5 NFE per step × its batch)
+  is deterministic, where the wall-time ratio moves with the machine's load while each model trains.
 * MNIST: the shared U-Net, independent coupling, label dropout for classifier-free guidance
   ṽ = (1+w)·v(x,c) − w·v(x,∅), sampled at w = 0 and every w in ``guidance_ws``; as in `diffusion`, the
   reported w (``best_w``) has the lowest FID against the *validation* images. Samples for ``generative_eval``
@@ -68,8 +71,8 @@ def train_toy(cfg, coupling: str, train_x: torch.Tensor, test_x: torch.Tensor) -
     return module, clock
 
 
-def time_to(history: list[dict], nll: float, key: str) -> float | None:
-    """Training ``key`` (seconds | cpu_seconds) at the first evaluation with test NLL ≤ ``nll``; None if never."""
+def first_reached(history: list[dict], nll: float, key: str) -> float | None:
+    """``key`` (step | seconds | cpu_seconds) at the first evaluation with test NLL ≤ ``nll``; None if never."""
     return next((h[key] for h in history if h["test/nll"] <= nll), None)
 
 
@@ -96,12 +99,12 @@ def toy(cfg) -> dict:
         with ode.NFE(module.net) as nfe:
             path = module.sample(300, (2,), "dopri5", n_save=25)
         paths[f"FM {coupling} (dopri5, {nfe.n} NFE)"] = path
-        seconds, cpu = time_to(clock.history, target, "seconds"), time_to(clock.history, target, "cpu_seconds")
+        seconds, cpu, steps = (first_reached(clock.history, target, k) for k in ("seconds", "cpu_seconds", "step"))
         out[coupling] = {"test_nll": clock.history[-1]["test/nll"], "sec_per_iter": clock.sec_per_iter,
                          "train_seconds": clock.seconds, "train_cpu_seconds": clock.cpu_seconds,
                          "threads": runner.thread_count(c.toy.threads), "steps": c.toy.steps,
                          "sample_nfe_dopri5": nfe.n,
-                         "seconds_to_cnf_nll": seconds, "cpu_seconds_to_cnf_nll": cpu}
+                         "steps_to_cnf_nll": steps, "seconds_to_cnf_nll": seconds, "cpu_seconds_to_cnf_nll": cpu}
         models[coupling] = module
         print(f"[genlab] flow_matching/toy_{coupling} ({dataset}): test_nll={out[coupling]['test_nll']:.4g} "
               f"(CNF {target:.4g}), reached CNF's NLL after {seconds} s, sample NFE (dopri5) {nfe.n}")
@@ -113,11 +116,13 @@ def toy(cfg) -> dict:
     save_figure(trajectory_figure(paths), figures / "toy_trajectories.png")
 
     main = out[c.coupling]
-    seconds, cpu = main["seconds_to_cnf_nll"], main["cpu_seconds_to_cnf_nll"]
+    seconds, cpu, steps = main["seconds_to_cnf_nll"], main["cpu_seconds_to_cnf_nll"], main["steps_to_cnf_nll"]
     return {"fm_toy": {"dataset": dataset, "coupling": c.coupling, **main},
             "fm_minus_cnf_nll": main["test_nll"] - target,
             "fm_over_cnf_time_to_nll": None if seconds is None else seconds / cnf_metrics["train_seconds"],
             "fm_over_cnf_cpu_time_to_nll": None if cpu is None else cpu / cnf_metrics["train_cpu_seconds"],
+            "fm_over_cnf_nfe_to_nll": None if steps is None else
+            steps * c.toy.batch_size / (cnf_metrics["steps"] * cnf_metrics["nfe"] * cfg.model.cnf.toy.batch_size),
             "cnf_toy_nll": target, "couplings": out}
 
 

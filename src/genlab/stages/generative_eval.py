@@ -81,6 +81,7 @@ def table(rows: list[dict], cnf: dict, fm: dict) -> dict:
                       "ddpm_fid": ddpm["fid"], "ddpm_sample_accuracy": ddpm["accuracy"]},
         "cnf_toy": cnf["cnf_toy"], "fm_toy": fm["fm_toy"],
         "fm_over_cnf_time_to_nll": fm.get("fm_over_cnf_time_to_nll"),
+        "fm_over_cnf_nfe_to_nll": fm.get("fm_over_cnf_nfe_to_nll"),
     }
     if fm_w0["nfe"] == ddim_w0["nfe"]:   # the flow-matching papers' claim, at equal network evaluations
         out["fm_fid_le_diffusion_at_equal_nfe"] = {"w0": fm_w0["fid"] <= ddim_w0["fid"], "guided": fm_g["fid"] <= ddim_g["fid"]}
