@@ -53,7 +53,7 @@ class CnfConfig:
     dataset: str = "gaussians8"       # toy2d set; flow_matching compares with the CNF on the same one
     toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(steps=450, eval_every=150))
     digits: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(width=256, depth=2, steps=200,
-                                                                              eval_every=200))
+                                                                              batch_size=256, eval_every=200))
     rtol: float = 1e-5                # dopri5 tolerances, training and evaluation
     atol: float = 1e-5
     adjoint: bool = False             # true: adjoint ODE backward (O(1) memory); false: backprop through dopri5
