@@ -32,11 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["cnf", "flow_matching", "diffusion", "generative_eval"]
 
 
-def known(stage: str) -> bool:
-    """Whether ``stage`` (``name`` or a foreach item ``name@item``) is a stage of ``dvc.yaml``."""
-    return stage.split("@")[0] in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
 def speed_index(cfg) -> float:
     """Median wall ms of one 2D-CNF training step (direct backprop through dopri5), seeded."""
     torch.manual_seed(0)
@@ -57,7 +52,8 @@ def repro(stage: str) -> float:
 
 
 def main(stages: list[str]) -> None:
-    unknown = [s for s in stages if not known(s)]
+    defined = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    unknown = [s for s in stages if s.split("@")[0] not in defined]     # a foreach item is ``name@item``
     if unknown:
         fail(f"unknown stage(s) {unknown} — fix: use stage names from dvc.yaml (`dvc stage list`)")
     cfg = compose([])
