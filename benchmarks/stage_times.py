@@ -11,7 +11,9 @@ their timing fields; a plain `dvc repro` afterwards brings the stages downstream
 The default stages are issue 4's budget (cnf, flow_matching, diffusion, generative_eval: "~15 minutes").
 This VM's speed swings (78 to 144 ms on the speed index within one hour), so each run prints the index
 before and after — the median wall time of one training step of the untrained 2D CNF of ``model.cnf``
-(`generative_step.py`'s first line) — and stage times compare only at similar indices.
+(`generative_step.py`'s first line). It is a hint only: it tracks the U-Net's throughput poorly (the fastest
+run measured, 13.8 min on 2026-12-03, began at 104 ms and ended at 138 ms). Compare runs by the per-part
+seconds the stages write (``train_seconds``, ``sampling_seconds`` in reports/metrics/*.json).
 """
 from __future__ import annotations
 
