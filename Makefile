@@ -1,11 +1,20 @@
-# Two entry points, both self-installing on a fresh clone:
+# Two entry points, both self-installing on a fresh clone (no venv needs to be active):
 #   make repro   – create .venv if missing, then `dvc repro` the default pipeline
 #   make test    – create .venv if missing, then run the fast test suite
 # torch is installed first, pinned, so nothing pulls a multi-GB CUDA build.
+#
+# Variables:
+#   make repro STAGES="prepare classifier"   only these stages (and what they need)
+#   make repro SET="experiment=smoke"        a tracked DVC experiment: `dvc exp run -S experiment=smoke`
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+STAGES  ?=
+SET     ?=
+# dvc.yaml's commands call `genlab`, and DVC runs them with the caller's PATH: put the venv first.
+RUN     := PATH="$(CURDIR)/$(BIN):$$PATH"
+DVC_CMD := $(if $(strip $(SET)),exp run $(addprefix -S ,$(SET)),repro)
 
 .PHONY: repro test test-all bench clean-venv
 
@@ -17,16 +26,16 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	$(RUN) $(BIN)/dvc $(DVC_CMD) $(STAGES)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(RUN) $(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m ''
+	$(RUN) $(BIN)/python -m pytest -q -m ''
 
 bench: $(STAMP)
-	for b in $(filter-out benchmarks/stage_times.py,$(wildcard benchmarks/*.py)); do $(BIN)/python $$b || exit 1; done
+	for b in $(filter-out benchmarks/stage_times.py,$(wildcard benchmarks/*.py)); do $(RUN) $(BIN)/python $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

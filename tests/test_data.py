@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import platform
 import struct
 from pathlib import Path
 
@@ -38,8 +37,8 @@ def test_prepare_is_deterministic_and_stratified(make_cfg, tmp_path):
     other = make_cfg(tmp_path / "c", "seed=1")
     prepare.run(other)
     assert sha256_file(tmp_path / "c" / "data" / "mnist.npz") != digests[0]["mnist.npz"]
-    _, text_meta = load_arrays(tmp_path / "a" / "data" / "text")       # the corpus depends on the interpreter
-    assert text_meta["python"] == platform.python_version()
+    _, text_meta = load_arrays(tmp_path / "a" / "data" / "text")       # the corpus is pinned, not the interpreter
+    assert text_meta["corpus_sha256"] == text.VENDORED["tinyshakespeare"][1]
 
 
 def test_corrupted_dataset_is_refused(tmp_path):
@@ -104,8 +103,10 @@ def test_unreachable_mirror_is_a_clear_error(tmp_path):
 
 
 def test_text_corpus_and_bad_text_files(tmp_path):
-    corpus = text.pydoc_corpus()
-    assert len(corpus) > 400_000 and "the" in corpus
+    corpus, digest = text.vendored_corpus("tinyshakespeare")
+    assert len(corpus) == 1_115_394 and len(set(corpus)) == 65 and corpus.startswith("First Citizen:")
+    assert hashlib.md5(corpus.encode()).hexdigest() == "6fb458f1232090904fb40fe944165e91"   # the published file
+    assert digest == text.VENDORED["tinyshakespeare"][1]
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("café ".encode("latin-1") * 500)
     with pytest.raises(GenlabError, match="not valid UTF-8"):
@@ -116,15 +117,41 @@ def test_text_corpus_and_bad_text_files(tmp_path):
         text.read_text(empty)
     good = tmp_path / "good.txt"
     good.write_text("hello world\n" * 200)
-    assert text.read_text(good).startswith("hello")
+    body, digest = text.read_text(good)
+    assert body.startswith("hello") and digest == hashlib.sha256(good.read_bytes()).hexdigest()
 
 
-def test_text_from_url_uses_the_cache(tmp_path):
+def test_text_split_matches_nanogpt_shakespeare_char(make_cfg):
+    """First 90 % train, last 10 % val, sorted-character vocabulary: nanoGPT's prepare.py split."""
+    cfg = make_cfg(Path("/unused"))
+    arrays, meta = text.prepare(cfg.data.text)
+    assert len(arrays["train"]) == int(1_115_394 * 0.9) + 1 and len(arrays["val"]) == 111_539
+    assert meta["vocab"][:3] == ["\n", " ", "!"] and len(meta["vocab"]) == 65
+    assert meta["corpus_sha256"] == text.VENDORED["tinyshakespeare"][1]
+
+
+def test_text_from_url_uses_the_cache_keyed_by_the_whole_url(tmp_path):
     src = tmp_path / "corpus.txt"
     src.write_text("to be or not to be\n" * 100)
-    assert text.download_text(src.as_uri(), tmp_path / "cache").startswith("to be")
+    other = tmp_path / "b" / "corpus.txt"          # the same file name under another URL
+    other.parent.mkdir()
+    other.write_text("all the world's a stage\n" * 100)
+    assert text.download_text(src.as_uri(), tmp_path / "cache")[0].startswith("to be")
+    assert text.download_text(other.as_uri(), tmp_path / "cache")[0].startswith("all the world")
     src.unlink()
-    assert text.download_text(src.as_uri(), tmp_path / "cache").startswith("to be")
+    assert text.download_text(src.as_uri(), tmp_path / "cache")[0].startswith("to be")
+
+
+def test_text_checksum_is_enforced(tmp_path):
+    src = tmp_path / "corpus.txt"
+    src.write_text("to be or not to be\n" * 100)
+    right = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert text.read_text(src, right)[1] == right
+    with pytest.raises(GenlabError, match="not the pinned .* fix: "):
+        text.read_text(src, "0" * 64)
+    with pytest.raises(GenlabError, match="not the pinned"):    # a bad download never enters the cache
+        text.download_text(src.as_uri(), tmp_path / "cache", sha256="0" * 64)
+    assert not list((tmp_path / "cache").glob("*"))
 
 
 def test_arithmetic_is_exact_and_disjoint(make_cfg):

@@ -8,36 +8,32 @@ data/arithmetic  (a, b, digits) triples, disjoint train/test
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from genlab.data import arithmetic, digits, mnist, text, toy2d
-from genlab.io import save_arrays
+from genlab.data import arithmetic, digits, mnist, prepared, text, toy2d
 from genlab.report.artifacts import write_metrics
 
 
 def run(cfg) -> None:
-    root = Path(cfg.paths.data)
     d = cfg.data
     summary = {}
     arrays = mnist.prepare(d.mnist, cfg.seed)
-    save_arrays(root / "mnist", arrays, {"source": d.mnist.source})
+    prepared.save(cfg, "mnist", arrays, {"source": d.mnist.source})
     summary["mnist"] = {s: int(len(arrays[f"{s}_y"])) for s in ("train", "val", "test")}
 
     arrays = digits.prepare(d.digits, cfg.seed)
-    save_arrays(root / "digits", arrays)
+    prepared.save(cfg, "digits", arrays)
     summary["digits"] = {s: int(len(arrays[f"{s}_y"])) for s in ("train", "test")}
 
     arrays = toy2d.prepare(d.toy2d, cfg.seed)
-    save_arrays(root / "toy2d", arrays, {"names": list(d.toy2d.names)})
+    prepared.save(cfg, "toy2d", arrays, {"names": list(d.toy2d.names)})
     summary["toy2d"] = {"n_train": d.toy2d.n_train, "n_test": d.toy2d.n_test, "sets": len(d.toy2d.names)}
 
     arrays, meta = text.prepare(d.text)
-    save_arrays(root / "text", arrays, meta)
+    prepared.save(cfg, "text", arrays, meta)
     summary["text"] = {"train_chars": int(len(arrays["train"])), "val_chars": int(len(arrays["val"])),
-                       "vocab_size": len(meta["vocab"]), "python": meta["python"]}
+                       "vocab_size": len(meta["vocab"]), "corpus_sha256": meta["corpus_sha256"]}
 
     arrays = arithmetic.prepare(d.arithmetic, cfg.seed)
-    save_arrays(root / "arithmetic", arrays, {"vocab": arithmetic.VOCAB, "reverse": d.arithmetic.reverse})
+    prepared.save(cfg, "arithmetic", arrays, {"vocab": arithmetic.VOCAB, "reverse": d.arithmetic.reverse})
     summary["arithmetic"] = {"train": int(len(arrays["train_a"])), "test": int(len(arrays["test_a"]))}
 
     write_metrics(cfg, "prepare", summary)
