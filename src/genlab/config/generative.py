@@ -1,24 +1,29 @@
 """Schema of the generative stages (``model.cnf``, ``flow_matching``, ``diffusion``, ``generative_eval``)
-and of the U-Net they share."""
+and of the U-Net they share.
+
+Values live in ``experiments/model/<stage>/default.yaml``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
-from genlab.config.checks import positive, fraction, one_of
+from omegaconf import MISSING
+
+from genlab.config.checks import Section, nonnegative, positive, fraction, one_of
 from genlab.errors import ConfigError
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(Section):
     """``genlab.nn.unet.UNet`` widths, shared by the flow-matching and diffusion sections."""
     path: ClassVar[str] = "model.<stage>.unet"
-    channels: int = 32                # base width (at 28×28); time embedding is 4× this
-    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])   # one entry per resolution 28/14/7
-    attention: bool = False           # self-attention at the lowest resolution
-    dropout: float = 0.0
+    channels: int = MISSING           # base width (at 28×28); the time embedding is 4× this
+    channel_mults: list[int] = MISSING   # width multipliers, one per resolution 28/14/7
+    attention: bool = MISSING         # self-attention at the lowest resolution
+    dropout: float = MISSING
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "channels")
         fraction(self, "dropout")
         if not 1 <= len(self.channel_mults) <= 3 or min(self.channel_mults) < 1:
@@ -27,19 +32,19 @@ class UNetConfig:
 
 
 @dataclass
-class FieldTrainConfig:
+class FieldTrainConfig(Section):
     """A ``genlab.nn.vector_field.VectorField`` and its training (model.cnf.toy|digits, model.flow_matching.toy)."""
     path: ClassVar[str] = "model.<stage>.<data>"
-    width: int = 64
-    depth: int = 3
-    activation: str = "tanh"          # smooth only: the CNF's dopri5 stalls on kinks
-    steps: int = 1000
-    batch_size: int = 512
-    lr: float = 1e-3
-    eval_every: int = 250             # steps between test-NLL evaluations (the NLL-vs-time curve)
-    threads: int = 0                  # torch threads for this training; 0 = trainer.threads (torch's default)
+    width: int = MISSING              # hidden units per layer
+    depth: int = MISSING              # hidden layers
+    activation: str = MISSING         # tanh | softplus | silu: smooth only, the CNF's dopri5 stalls on kinks
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    eval_every: int = MISSING         # steps between test-NLL evaluations (the NLL-vs-time curve)
+    threads: int = MISSING            # torch threads for this training; 0 = trainer.threads
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "width", "depth", "steps", "batch_size", "lr", "eval_every")
         if self.threads < 0:
             raise ConfigError(f"{self.path}.threads must be ≥ 0 (got {self.threads})",
@@ -48,19 +53,18 @@ class FieldTrainConfig:
 
 
 @dataclass
-class CnfConfig:
+class CnfConfig(Section):
     path: ClassVar[str] = "model.cnf"
-    dataset: str = "gaussians8"       # toy2d set; flow_matching compares with the CNF on the same one
-    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(steps=450, eval_every=150))
-    digits: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(width=256, depth=2, steps=200,
-                                                                              batch_size=256, eval_every=200))
-    rtol: float = 1e-5                # dopri5 tolerances, training and evaluation
-    atol: float = 1e-5
-    adjoint: bool = False             # true: adjoint ODE backward (O(1) memory); false: backprop through dopri5
-    weight_decay: float = 0.0
-    logit_alpha: float = 0.05         # digits: z = logit(α + (1−2α)·(pixel + u)/17)
+    dataset: str = MISSING            # toy2d set; flow_matching compares with the CNF on the same one
+    toy: FieldTrainConfig = field(default_factory=FieldTrainConfig)
+    digits: FieldTrainConfig = field(default_factory=FieldTrainConfig)
+    rtol: float = MISSING             # dopri5 tolerances, training and evaluation
+    atol: float = MISSING
+    adjoint: bool = MISSING           # true: adjoint ODE backward (O(1) memory); false: backprop through dopri5
+    weight_decay: float = MISSING
+    logit_alpha: float = MISSING      # digits: z = logit(α + (1−2α)·(pixel + u)/17)
 
-    def __post_init__(self):
+    def check(self):
         one_of(self, "dataset", ("moons", "gaussians8", "checkerboard", "spirals"))
         positive(self, "rtol", "atol")
         if self.weight_decay < 0 or not 0 < self.logit_alpha < 0.5:
@@ -69,25 +73,25 @@ class CnfConfig:
 
 
 @dataclass
-class FlowMatchingMnistConfig:
+class FlowMatchingMnistConfig(Section):
     """Class-conditional Gaussian → MNIST flow matching with classifier-free guidance, and its sampling runs."""
     path: ClassVar[str] = "model.flow_matching.mnist"
-    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16))
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 3e-3                  # peak of the one-cycle schedule
-    ema: float = 0.995                # decay of the weight average (second half of training) used for sampling
-    label_dropout: float = 0.1        # p(label → null) in training
-    t_sampling: str = "logit_normal"  # training times: uniform | logit_normal (Esser et al. 2024, eq. 19)
-    sampler: str = "euler"            # euler | midpoint | dopri5 (for the main runs and the sweep)
-    nfe: int = 10                     # main runs' network evaluations (a guided one counts once)
-    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0])   # ṽ = (1+w)·v(x,c) − w·v(x,∅):
-                                      # each is sampled; the one with the lowest validation FID is reported
-    n_samples: int = 1000             # per main run, equally many per class
-    sweep_nfe: list[int] = field(default_factory=lambda: [2, 5, 10, 20, 50])   # quality vs NFE (w = 0)
-    sweep_n: int = 1000               # samples per sweep run (generative_eval scores every run on as many)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING               # peak of the one-cycle schedule
+    ema: float = MISSING              # decay of the weight average (second half of training) used for sampling
+    label_dropout: float = MISSING    # p(label → null) in training
+    t_sampling: str = MISSING         # training times: uniform | logit_normal (Esser et al. 2024, eq. 19)
+    sampler: str = MISSING            # euler | midpoint | dopri5 (for the main runs and the sweep)
+    nfe: int = MISSING                # main runs' network evaluations (a guided one counts once)
+    guidance_ws: list[float] = MISSING   # ṽ = (1+w)·v(x,c) − w·v(x,∅): each is sampled, the lowest validation
+                                      # FID picks the reported one
+    n_samples: int = MISSING          # per main run, equally many per class
+    sweep_nfe: list[int] = MISSING    # NFEs of the quality-vs-NFE sweep (w = 0)
+    sweep_n: int = MISSING            # samples per sweep run (generative_eval scores every run on as many)
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n")
         fraction(self, "ema", "label_dropout")
         one_of(self, "sampler", ("euler", "midpoint", "dopri5"))
@@ -101,21 +105,20 @@ class FlowMatchingMnistConfig:
 
 
 @dataclass
-class FlowMatchingConfig:
+class FlowMatchingConfig(Section):
     path: ClassVar[str] = "model.flow_matching"
-    coupling: str = "gaussian"        # the 2D model compared with the CNF (on the CNF's dataset)
-    couplings: list[str] = field(default_factory=lambda: ["gaussian"])   # all trained in 2D (+ "ot", "independent")
-    sigma: float = 0.0                # path noise of I-CFM / OT-CFM
-    sigma_min: float = 1e-4           # Lipman's Gaussian path: width of p_1 around the data
-    ot_block: Optional[int] = 128     # OT-CFM: exact assignment within blocks of this many pairs; null: whole batch
-    rtol: float = 1e-5                # dopri5 tolerances (likelihood, dopri5 sampler)
-    atol: float = 1e-5
-    ema: float = 0.99                 # decay of the 2D models' weight average (the evaluated weights)
-    toy: FieldTrainConfig = field(default_factory=lambda: FieldTrainConfig(activation="silu", steps=3000, lr=8e-3,
-                                                                           eval_every=250, threads=1))
+    coupling: str = MISSING           # the 2D model compared with the CNF (on the CNF's dataset)
+    couplings: list[str] = MISSING    # all trained in 2D: gaussian, ot, independent
+    sigma: float = MISSING            # path noise of I-CFM / OT-CFM
+    sigma_min: float = MISSING        # Lipman's Gaussian path: width of p_1 around the data
+    ot_block: Optional[int] = MISSING   # OT-CFM: exact assignment within blocks of this many pairs; null: whole batch
+    rtol: float = MISSING             # dopri5 tolerances (likelihood, dopri5 sampler)
+    atol: float = MISSING
+    ema: float = MISSING              # decay of the 2D models' weight average (the evaluated weights)
+    toy: FieldTrainConfig = field(default_factory=FieldTrainConfig)
     mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
 
-    def __post_init__(self):
+    def check(self):
         one_of(self, "coupling", ("independent", "ot", "gaussian"))
         one_of(self, "couplings", ("independent", "ot", "gaussian"))
         positive(self, "rtol", "atol", "sigma_min")
@@ -128,34 +131,33 @@ class FlowMatchingConfig:
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(Section):
     """Class-conditional DDPM on MNIST (genlab.models.diffusion) and its sampling runs."""
     path: ClassVar[str] = "model.diffusion"
-    unet: UNetConfig = field(default_factory=lambda: UNetConfig(channels=16))
-    timesteps: int = 50               # T of the forward process (DDPM ancestral sampling uses all of them)
-    schedule: str = "cosine"          # linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 1.5e-3                # peak of the one-cycle schedule
-    ema: float = 0.999                # decay of the weight average used for sampling
-    prediction: str = "v"             # the network predicts eps (Ho et al.) or v (Salimans & Ho 2022)
-    snr_gamma: float = 0.0            # Min-SNR-γ loss weight (Hang et al. 2023); 0: plain MSE of the prediction
-    label_dropout: float = 0.2        # p(label → null) in training
-    sample_steps: int = 10            # DDIM steps of the main runs: = model.flow_matching.mnist.nfe
-    ddim_eta: float = 1.0             # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
-    sweep_steps: list[int] = field(default_factory=lambda: [5, 20])   # extra DDIM step counts (w = 0): quality vs NFE
-    guidance_ws: list[float] = field(default_factory=lambda: [0.5, 1.0])   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
-    n_samples: int = 1000             # per run (DDIM and DDPM), equally many per class
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    timesteps: int = MISSING          # T of the forward process (DDPM ancestral sampling uses all of them)
+    schedule: str = MISSING           # linear (Ho et al. 2020) | cosine (Nichol & Dhariwal 2021)
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING               # peak of the one-cycle schedule
+    ema: float = MISSING              # decay of the weight average used for sampling
+    prediction: str = MISSING         # the network predicts eps (Ho et al.) or v (Salimans & Ho 2022)
+    snr_gamma: float = MISSING        # Min-SNR-γ loss weight (Hang et al. 2023); 0: plain MSE of the prediction
+    label_dropout: float = MISSING    # p(label → null) in training
+    sample_steps: int = MISSING       # DDIM steps of the main runs
+    ddim_eta: float = MISSING         # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
+    sweep_steps: list[int] = MISSING   # extra DDIM step counts (w = 0): quality vs NFE
+    guidance_ws: list[float] = MISSING   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
+    n_samples: int = MISSING          # per run (DDIM and DDPM), equally many per class
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
         fraction(self, "ema", "label_dropout")
+        nonnegative(self, "snr_gamma")
         one_of(self, "schedule", ("linear", "cosine"))
         one_of(self, "prediction", ("eps", "v"))
         if not 0 <= self.ddim_eta <= 1:
             raise ConfigError(f"{self.path}.ddim_eta={self.ddim_eta} must be in [0, 1]", "use 0 (deterministic) … 1")
-        if self.snr_gamma < 0:
-            raise ConfigError(f"{self.path}.snr_gamma={self.snr_gamma} must be ≥ 0", "use 5 (Min-SNR-5) or 0 (L_simple)")
         if not self.guidance_ws or min(self.guidance_ws) <= 0 or max([self.sample_steps, *self.sweep_steps]) > self.timesteps \
                 or min(self.sweep_steps, default=1) < 1:
             raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and 1 ≤ sample_steps, sweep_steps ≤ timesteps "
@@ -163,11 +165,11 @@ class DiffusionConfig:
 
 
 @dataclass
-class GenerativeEvalConfig:
+class GenerativeEvalConfig(Section):
     path: ClassVar[str] = "model.generative_eval"
-    n_samples: int = 1000             # per run, class-balanced: FID and accuracy always on this many
+    n_samples: int = MISSING          # per run, class-balanced: FID and accuracy always on this many
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "n_samples")
         if self.n_samples % 10:
             raise ConfigError(f"{self.path}.n_samples must be a multiple of 10 (got {self.n_samples})", "e.g. 1000")

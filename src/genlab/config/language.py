@@ -1,36 +1,42 @@
-"""Schema of the language-model stages: ``model.gpt``, ``gpt_scaling``, ``scaling_fit``, ``emergence``."""
+"""Schema of the language-model stages: ``model.gpt``, ``gpt_scaling``, ``scaling_fit``, ``emergence``.
+
+Values live in ``experiments/model/<stage>/default.yaml``.
+"""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
-from genlab.config.checks import positive, fraction, one_of
+from omegaconf import MISSING
+
+from genlab.config.checks import Section, nonnegative, positive, fraction, one_of
 from genlab.errors import ConfigError
 
 
 @dataclass
-class EmergenceConfig:
+class EmergenceConfig(Section):
     path: ClassVar[str] = "model.emergence"
-    widths: list[int] = field(default_factory=lambda: [8, 12, 16, 24, 32, 48])   # model sizes (n_embd)
-    n_layer: int = 2
-    n_head: int = 2
-    only: Optional[int] = None        # train just this width (one DVC foreach item); null: every width
-    digits: list[int] = field(default_factory=lambda: [2, 3])   # operand digit counts trained and scored on
-    steps: int = 2000                 # the same training budget for every size
-    batch_size: int = 64
-    lr: float = 3e-3                  # peak; warmup then cosine decay to 0.1·lr
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    dropout: float = 0.0
-    pos: str = "learned"              # learned absolute positions | rope
-    init_scale: float = 4.0           # × GPT-2's N(0, 0.02) init of every weight matrix
-    threads: int = 1                  # torch threads: these models are so small that more threads only add sync
+    widths: list[int] = MISSING       # model sizes (n_embd), one DVC foreach item each
+    n_layer: int = MISSING
+    n_head: int = MISSING
+    only: Optional[int] = MISSING     # train just this width (one DVC foreach item); null: every width
+    digits: list[int] = MISSING       # operand digit counts trained and scored on
+    steps: int = MISSING              # the same training budget for every size
+    batch_size: int = MISSING
+    lr: float = MISSING               # peak; warmup then cosine decay to 0.1·lr
+    warmup_steps: int = MISSING
+    weight_decay: float = MISSING
+    grad_clip: float = MISSING        # max global gradient norm
+    dropout: float = MISSING
+    pos: str = MISSING                # learned absolute positions | rope
+    init_scale: float = MISSING       # × GPT-2's N(0, 0.02) init of every weight matrix
+    threads: int = MISSING            # torch threads: these models are so small that more threads only add sync
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "n_layer", "n_head", "threads", "steps", "batch_size", "lr", "warmup_steps", "grad_clip",
                  "init_scale")
+        nonnegative(self, "weight_decay")
         fraction(self, "dropout")
         one_of(self, "pos", ("learned", "rope"))
         if not self.digits or min(self.digits) <= 0:
@@ -44,18 +50,18 @@ class EmergenceConfig:
 
 
 @dataclass
-class LMOptimConfig:
+class LMOptimConfig(Section):
     """AdamW + warmup/cosine schedule of the language-model stages (nanoGPT's recipe)."""
     path: ClassVar[str] = "model.<stage>.optim"
-    batch_size: int = 12              # windows per step (tokens per step = batch_size × block_size)
-    lr: float = 1e-3                  # peak, after linear warmup
-    min_lr: float = 1e-4              # end of the cosine decay
-    warmup_iters: int = 100
-    weight_decay: float = 0.1         # on weight matrices only
-    beta2: float = 0.99
-    grad_clip: float = 1.0            # max global gradient norm (Trainer gradient_clip_val)
+    batch_size: int = MISSING         # windows per step (tokens per step = batch_size × block_size)
+    lr: float = MISSING               # peak, after linear warmup
+    min_lr: float = MISSING           # end of the cosine decay
+    warmup_iters: int = MISSING
+    weight_decay: float = MISSING     # on weight matrices only
+    beta2: float = MISSING
+    grad_clip: float = MISSING        # max global gradient norm (Trainer gradient_clip_val)
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "batch_size", "lr", "min_lr", "grad_clip")
         if self.min_lr > self.lr or self.warmup_iters < 0 or not 0 < self.beta2 < 1 or self.weight_decay < 0:
             raise ConfigError(f"{self.path}: need min_lr ≤ lr, warmup_iters ≥ 0, 0 < beta2 < 1, weight_decay ≥ 0",
@@ -63,18 +69,18 @@ class LMOptimConfig:
 
 
 @dataclass
-class GPTArchConfig:
+class GPTArchConfig(Section):
     """``genlab.nn.transformer.TransformerConfig`` (vocab_size comes from the data)."""
     path: ClassVar[str] = "model.gpt.arch"
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    bias: bool = False
-    pos: str = "learned"              # learned absolute positions | rope
+    n_layer: int = MISSING
+    n_head: int = MISSING
+    n_embd: int = MISSING
+    block_size: int = MISSING         # context length in tokens
+    dropout: float = MISSING
+    bias: bool = MISSING              # biases in linear layers and LayerNorms
+    pos: str = MISSING                # learned absolute positions | rope
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "n_layer", "n_head", "n_embd", "block_size")
         fraction(self, "dropout")
         one_of(self, "pos", ("learned", "rope"))
@@ -84,14 +90,14 @@ class GPTArchConfig:
 
 
 @dataclass
-class GPTSampleConfig:
+class GPTSampleConfig(Section):
     path: ClassVar[str] = "model.gpt.sample"
-    n: int = 3                        # samples shown in the report
-    tokens: int = 400
-    temperature: float = 0.8
-    top_k: int = 40
+    n: int = MISSING                  # samples shown in the report
+    tokens: int = MISSING             # length of each sample
+    temperature: float = MISSING
+    top_k: int = MISSING
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "n", "tokens", "temperature", "top_k")
 
 
@@ -103,39 +109,37 @@ def val_tokens_hold_a_block(section, block_size: int) -> None:
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Section):
     path: ClassVar[str] = "model.gpt"
     arch: GPTArchConfig = field(default_factory=GPTArchConfig)
     optim: LMOptimConfig = field(default_factory=LMOptimConfig)
-    max_iters: int = 1500
-    lr_decay_iters: int = 1500        # cosine reaches min_lr here (nanoGPT: = max_iters)
-    eval_interval: int = 250          # steps between validations (best-on-validation weights are kept)
-    val_tokens: int = 0               # tokens of the val split per validation; 0 = all of it
+    max_iters: int = MISSING
+    lr_decay_iters: int = MISSING     # cosine reaches min_lr here (nanoGPT: = max_iters)
+    eval_interval: int = MISSING      # steps between validations (best-on-validation weights are kept)
+    val_tokens: int = MISSING         # tokens of the val split per validation; 0 = all of it
     sample: GPTSampleConfig = field(default_factory=GPTSampleConfig)
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "max_iters", "lr_decay_iters", "eval_interval")
         val_tokens_hold_a_block(self, self.arch.block_size)
 
 
 @dataclass
-class GPTScalingConfig:
+class GPTScalingConfig(Section):
     """A model-size family (one DVC foreach item per size), the largest few also at smaller token budgets."""
     path: ClassVar[str] = "model.gpt_scaling"
-    sizes: list[str] = field(default_factory=lambda: ["L1-W32", "L2-W32", "L2-W48", "L3-W64", "L4-W80", "L4-W96"])
-                                      # "L<n_layer>-W<n_embd>", small → large
-    tokens: int = 400_000             # D of every size's main run
-    extra_budgets: list[float] = field(default_factory=lambda: [0.25, 0.5])  # × tokens, for the largest few
-    extra_sizes: int = 3              # how many of the largest sizes also train at the extra budgets
-    only: Optional[str] = None        # train just this size (one DVC foreach item); null: every size
-    head_dim: int = 16                # n_head = n_embd / head_dim
-    block_size: int = 64
-    pos: str = "learned"
-    optim: LMOptimConfig = field(default_factory=lambda: LMOptimConfig(batch_size=32, lr=3e-3, min_lr=3e-4,
-                                                                        warmup_iters=20))
-    val_tokens: int = 0               # 0: the whole validation split
+    sizes: list[str] = MISSING        # "L<n_layer>-W<n_embd>", small → large
+    tokens: int = MISSING             # D of every size's main run
+    extra_budgets: list[float] = MISSING   # × tokens, for the largest few sizes
+    extra_sizes: int = MISSING        # how many of the largest sizes also train at the extra budgets
+    only: Optional[str] = MISSING     # train just this size (one DVC foreach item); null: every size
+    head_dim: int = MISSING           # n_head = n_embd / head_dim
+    block_size: int = MISSING
+    pos: str = MISSING                # learned absolute positions | rope
+    optim: LMOptimConfig = field(default_factory=LMOptimConfig)
+    val_tokens: int = MISSING         # 0: the whole validation split
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "tokens", "head_dim", "block_size")
         val_tokens_hold_a_block(self, self.block_size)
         one_of(self, "pos", ("learned", "rope"))
@@ -152,13 +156,13 @@ class GPTScalingConfig:
 
 
 @dataclass
-class ScalingFitConfig:
+class ScalingFitConfig(Section):
     path: ClassVar[str] = "model.scaling_fit"
-    huber_delta: float = 1e-3         # on log-loss residuals (Hoffmann et al. 2022)
-    n_starts: int = 64                # L-BFGS runs from the best points of the initialisation grid
-    n_boot: int = 100                 # bootstrap resamples for the confidence intervals
-    ci: float = 0.9
+    huber_delta: float = MISSING      # Huber δ on log-loss residuals (Hoffmann et al. 2022)
+    n_starts: int = MISSING           # L-BFGS runs from the best points of the initialisation grid
+    n_boot: int = MISSING             # bootstrap resamples for the confidence intervals
+    ci: float = MISSING               # confidence level of the intervals
 
-    def __post_init__(self):
+    def check(self):
         positive(self, "huber_delta", "n_starts", "n_boot")
         fraction(self, "ci")

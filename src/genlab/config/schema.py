@@ -1,4 +1,9 @@
-"""The whole config (``Config``), its validation against the composed YAML, and the section hash."""
+"""The whole config (``Config``), its validation against the composed YAML, and the section hash.
+
+The schema holds types and checks only: every value is ``MISSING`` and comes from the YAML in
+``experiments/`` (one source of defaults), so a key the YAML lacks fails validation by name instead
+of being filled in silently.
+"""
 from __future__ import annotations
 
 import difflib
@@ -7,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from genlab.config.classifier import ClassifierConfig, GeneralizationConfig
 from genlab.config.data import DataConfig
@@ -36,12 +41,12 @@ class ModelConfig:
 
 @dataclass
 class ReportConfig:
-    title: str = "genlab report"
+    title: str = MISSING              # heading of reports/index.html
 
 
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = MISSING               # global seed: every stage derives its own seeds from it
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -56,10 +61,21 @@ def _allowed_keys(schema: DictConfig, full_key: str) -> str:
     return ", ".join(node.keys()) if isinstance(node, DictConfig) else "?"
 
 
+def yaml_home(full_key: str) -> str:
+    """The file of ``experiments/`` that gives ``full_key`` its value (for the fix of a missing key)."""
+    parts = full_key.split(".")
+    if parts[0] == "model" and len(parts) > 2:
+        return f"experiments/model/{parts[1]}/default.yaml"
+    return {"data": "experiments/data/default.yaml", "paths": "experiments/paths/default.yaml",
+            "trainer": "experiments/trainer/cpu.yaml", "logger": "experiments/logger/wandb_offline.yaml",
+            }.get(parts[0], "experiments/config.yaml")
+
+
 def validate(cfg: DictConfig | dict) -> DictConfig:
     """Merge ``cfg`` onto the schema; return a plain (non-structured) DictConfig.
 
-    Raises ConfigError with one line naming the key and what is allowed.
+    ``cfg`` must be a whole composition (every key of the schema set). Raises ConfigError with one line
+    naming the key and what is allowed.
     """
     schema = OmegaConf.structured(Config)
     try:
@@ -71,6 +87,10 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         guess = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed.split(", "), n=1)
         hint = f"did you mean '{guess[0]}'? " if guess else ""
         raise ConfigError(f"unknown config key '{key}'", f"{hint}allowed keys here: {allowed}") from None
+    except MissingMandatoryValue as e:
+        key = e.full_key or str(e.key)
+        raise ConfigError(f"config key '{key}' has no value",
+                          f"add it to {yaml_home(key)} (then `genlab params`) or pass {key}=…") from None
     except ValidationError as e:
         raise ConfigError(f"config key '{e.full_key}' has the wrong type: {e.msg.splitlines()[0]}",
                           "give a value of the type in experiments/ (see `genlab show`)") from None
