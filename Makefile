@@ -5,7 +5,8 @@
 #
 # Variables:
 #   make repro STAGES="prepare classifier"   only these stages (and what they need)
-#   make repro SET="experiment=smoke"        a tracked DVC experiment: `dvc exp run -S experiment=smoke`
+#   make repro SET="experiment=smoke"        a DVC experiment in a temp copy of the workspace:
+#                                            `dvc exp run --temp -S experiment=smoke` (then `dvc exp show`)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -14,7 +15,7 @@ STAGES  ?=
 SET     ?=
 # dvc.yaml's commands call `genlab`, and DVC runs them with the caller's PATH: put the venv first.
 RUN     := PATH="$(CURDIR)/$(BIN):$$PATH"
-DVC_CMD := $(if $(strip $(SET)),exp run $(addprefix -S ,$(SET)),repro)
+DVC_CMD := $(if $(strip $(SET)),exp run --temp $(addprefix -S ,$(SET)),repro)
 
 .PHONY: repro test test-all bench clean-venv
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $(STAMP)
 
 repro: $(STAMP)
