@@ -18,12 +18,11 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from genlab.io import load_model
 from genlab.nn.classifiers import CNN, build
+from genlab.saved.classifier import model_config
 
 
 def load_cnn(cfg) -> CNN:
     """The CNN trained by the `classifier` stage (``models/classifier/cnn.pt``), in eval mode."""
-    from genlab.stages.classifier import model_config
-
     payload = load_model(Path(cfg.paths.models) / "classifier" / "cnn.pt", expect_config=model_config(cfg, "cnn"))
     net = build("cnn", cfg.model.classifier.cnn)
     net.load_state_dict(payload["state_dict"])

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from genlab import runner
 from genlab.data.loader import loader
-from genlab.errors import GenlabError
+from genlab.datasets import toy_split
 from genlab.evaluate import ode
 from genlab.io import load_arrays, save_model
 from genlab.models.clock import TrainClock
@@ -27,24 +26,9 @@ from genlab.models.cnf import CNF, LogitDequantize
 from genlab.nn.vector_field import VectorField
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
 from genlab.report.flows import density_figure, log_density_on_grid, trajectory_figure
+from genlab.saved.cnf import model_config
 
 DIGIT_LEVELS = 17   # sklearn digits: integer intensities 0..16
-
-
-def toy_split(cfg, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train ``[N, 2]``, test ``[M, 2]``) of one toy2d set."""
-    arrays, _ = load_arrays(Path(cfg.paths.data) / "toy2d")
-    if f"{name}_train" not in arrays:
-        raise GenlabError(f"toy2d set '{name}' was not prepared (have: {sorted({k.rsplit('_', 1)[0] for k in arrays})})",
-                          f"add it to data.toy2d.names, or choose another model.cnf.dataset")
-    return torch.from_numpy(arrays[f"{name}_train"]), torch.from_numpy(arrays[f"{name}_test"])
-
-
-def model_config(cfg, part: str) -> dict:
-    """What a saved CNF depends on (checked again when flow_matching loads the toy model)."""
-    c = OmegaConf.to_container(cfg.model.cnf, resolve=True)
-    return {"part": part, "dataset": c["dataset"] if part == "toy" else "digits", **c[part],
-            **{k: v for k, v in c.items() if k not in ("toy", "digits", "dataset")}}
 
 
 def train(cfg, part: str, train_x: torch.Tensor, test_x: torch.Tensor, exact: bool,

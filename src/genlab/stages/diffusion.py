@@ -20,12 +20,12 @@ from omegaconf import OmegaConf
 
 from genlab import runner
 from genlab.data.loader import loader
+from genlab.datasets import load_mnist
 from genlab.evaluate.fid import SampleScorer, choose_guidance, load_cnn
 from genlab.io import save_arrays, save_model
 from genlab.models.diffusion import Diffusion
 from genlab.nn.unet import UNet
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
-from genlab.stages.classifier import load_mnist
 
 
 def train(cfg, data: dict[str, torch.Tensor]) -> tuple[Diffusion, float]:

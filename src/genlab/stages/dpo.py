@@ -13,10 +13,10 @@ from genlab import runner
 from genlab.data.loader import loader
 from genlab.evaluate.policy import summary
 from genlab.models.dpo import DirectPreference, sequence_logprob
+from genlab.recipes import rlhf
+from genlab.recipes.preferences import load_pairs, subset
 from genlab.report.artifacts import plots_dir, write_csv, write_metrics
 from genlab.rl.rollout import join, response_mask
-from genlab.stages import _rlhf
-from genlab.stages.reward_model import load_pairs, subset
 
 
 @torch.no_grad()
@@ -33,12 +33,12 @@ def train_one(cfg, kind: str, batch: tuple) -> tuple[DirectPreference, float]:
     """The policy trained with the ``kind`` preference loss, and its training seconds."""
     d = cfg.model.rlhf.dpo
     runner.seed_all(cfg)
-    _rlhf.setup(cfg)
-    policy = _rlhf.load_policy(cfg, "sft", "sft").requires_grad_(True).train()
+    rlhf.setup(cfg)
+    policy = rlhf.load_policy(cfg, "sft", "sft").requires_grad_(True).train()
     module = DirectPreference(policy, kind, d.beta, d.lr, cfg.model.rlhf.task.temperature)
     data = loader(*batch, batch_size=d.batch_size, seed=cfg.seed, batches_per_epoch=d.steps)
-    with runner.session(cfg, stage="dpo", run=kind, run_config=[_rlhf.sections(cfg, "sft", "reward_model", "dpo"),
-                                                                kind], max_epochs=1) as trainer:
+    with runner.session(cfg, stage="dpo", run=kind, run_config=[rlhf.sections(cfg, "sft", "reward_model", "dpo"),
+                                                               kind], max_epochs=1) as trainer:
         clock = runner.fit(trainer, module, data)
     policy.eval().requires_grad_(False)
     return module, clock.seconds
@@ -56,20 +56,20 @@ def implicit_reward_metrics(module: DirectPreference, batch: tuple, val: dict) -
 
 
 def run(cfg) -> None:
-    _rlhf.setup(cfg)
+    rlhf.setup(cfg)
     t = cfg.model.rlhf.task
     pairs = load_pairs(cfg)
-    ref = _rlhf.load_policy(cfg, "sft", "sft")
+    ref = rlhf.load_policy(cfg, "sft", "sft")
     train = pair_batch(subset(pairs, pairs["split"] == 0), ref, t.temperature)
     val_pairs = subset(pairs, pairs["split"] == 1)
     val = pair_batch(val_pairs, ref, t.temperature)
-    probs = _rlhf.eval_problems(cfg)
-    baseline = _rlhf.evaluate_policy(cfg, ref, ref, None, probs)
+    probs = rlhf.eval_problems(cfg)
+    baseline = rlhf.evaluate_policy(cfg, ref, ref, None, probs)
     metrics = {"sft": summary(baseline)}
     for kind in cfg.model.rlhf.dpo.losses:
         module, seconds = train_one(cfg, kind, train)
-        _rlhf.save_net(cfg, f"dpo/{kind}", module.policy, "sft", "reward_model", "dpo")
-        result = _rlhf.evaluate_policy(cfg, module.policy, ref, None, probs)
+        rlhf.save_net(cfg, f"dpo/{kind}", module.policy, "sft", "reward_model", "dpo")
+        result = rlhf.evaluate_policy(cfg, module.policy, ref, None, probs)
         metrics[kind] = {**summary(result, baseline), **implicit_reward_metrics(module, val, val_pairs),
                          "train_seconds": seconds}
         write_csv(plots_dir(cfg, "dpo") / f"{kind}_train.csv", module.history)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from genlab import runner
 from genlab.data.arithmetic import VOCAB, tokenize
@@ -33,15 +32,7 @@ from genlab.errors import GenlabError
 from genlab.io import load_arrays, save_model
 from genlab.models.arithmetic_lm import ArithmeticLM
 from genlab.nn.transformer import Transformer, TransformerConfig
-
-METRICS = ("exact_match", "per_digit_accuracy", "edit_distance", "answer_logprob", "brier")
-
-
-def model_config(cfg, width: int) -> dict:
-    """What one size's results depend on (checked again by `emergence_eval` when it loads them)."""
-    c = OmegaConf.to_container(cfg.model.emergence, resolve=True)
-    return {"width": width, **{k: v for k, v in c.items() if k not in ("widths", "only")},
-            "data": OmegaConf.to_container(cfg.data.arithmetic, resolve=True), "seed": cfg.seed}
+from genlab.saved.emergence import METRICS, model_config
 
 
 def network(cfg, width: int, block_size: int) -> Transformer:

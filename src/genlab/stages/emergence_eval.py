@@ -20,7 +20,7 @@ import numpy as np
 from genlab.evaluate import emergence as em
 from genlab.io import load_model
 from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_csv, write_metrics
-from genlab.stages.emergence import METRICS, model_config
+from genlab.saved.emergence import METRICS, model_config
 
 HIGHER_IS_BETTER = {"exact_match": True, "per_digit_accuracy": True, "edit_distance": False,
                     "answer_logprob": True, "brier": False, "token_loss": False}

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from genlab import runner
 from genlab.data.loader import loader
+from genlab.datasets import toy_split
 from genlab.evaluate import ode
 from genlab.evaluate.fid import SampleScorer, choose_guidance, load_cnn
 from genlab.io import load_arrays, load_model, read_json, save_arrays, save_model
@@ -39,7 +40,7 @@ from genlab.nn.unet import UNet
 from genlab.nn.vector_field import VectorField
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
 from genlab.report.flows import density_figure, log_density_on_grid, trajectory_figure
-from genlab.stages import cnf as cnf_stage
+from genlab.saved import cnf as saved_cnf
 
 N_CLASSES = 10
 
@@ -80,10 +81,10 @@ def toy(cfg) -> dict:
     c = cfg.model.flow_matching
     cnf_metrics = read_json(Path(cfg.paths.reports) / "metrics" / "cnf.json")["cnf_toy"]
     dataset, target = cnf_metrics["dataset"], cnf_metrics["test_nll"]
-    train_x, test_x = cnf_stage.toy_split(cfg, dataset)
+    train_x, test_x = toy_split(cfg, dataset)
     cnf_field = VectorField(2, cfg.model.cnf.toy.width, cfg.model.cnf.toy.depth, cfg.model.cnf.toy.activation)
     cnf_field.load_state_dict(load_model(Path(cfg.paths.models) / "cnf" / "toy.pt",
-                                         expect_config=cnf_stage.model_config(cfg, "toy"))["state_dict"])
+                                         expect_config=saved_cnf.model_config(cfg, "toy"))["state_dict"])
     torch.manual_seed(cfg.seed)
     with ode.NFE(cnf_field) as nfe:
         path = ode.sample(cnf_field, torch.randn(300, 2), "dopri5", rtol=c.rtol, atol=c.atol, n_save=25)

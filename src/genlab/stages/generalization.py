@@ -34,6 +34,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from genlab import runner
 from genlab.data.corrupt import randomize_labels, shuffle_pixels
+from genlab.datasets import load_mnist
 from genlab.errors import GenlabError
 from genlab.evaluate.adversarial import accuracy, fgsm, pgd
 from genlab.evaluate.calibration import ece, ece_change_ci, fit_temperature, reliability
@@ -42,8 +43,9 @@ from genlab.io import load_model
 from genlab.models.adversarial import FGSMTrained
 from genlab.models.classifier import Classifier, to_images
 from genlab.nn.classifiers import MLP, build
+from genlab.recipes.classifier import fit_and_test, train_one
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
-from genlab.stages.classifier import fit_and_test, load_mnist, model_config, train_one
+from genlab.saved.classifier import model_config
 
 STAGE = "generalization"
 CHANCE = 0.1

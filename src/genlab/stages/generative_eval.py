@@ -14,11 +14,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from genlab.datasets import load_mnist
 from genlab.errors import GenlabError
 from genlab.evaluate.fid import SampleScorer, load_cnn
 from genlab.io import load_arrays, read_json
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
-from genlab.stages.classifier import load_mnist
 
 MODELS = ("flow_matching", "diffusion")
 

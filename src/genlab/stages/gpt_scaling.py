@@ -16,9 +16,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from genlab.datasets import load_text
 from genlab.io import write_json
 from genlab.nn.transformer import TransformerConfig
-from genlab.stages.gpt import load_text, train_lm
+from genlab.recipes.language_model import train_lm
 
 
 def parse_size(size: str) -> tuple[int, int]:

@@ -20,11 +20,12 @@ from genlab.data.arithmetic import PAD, decode, render
 from genlab.evaluate import overoptimization as oo
 from genlab.evaluate.gold_reward import gold_reward
 from genlab.io import read_json
+from genlab.recipes import rlhf
+from genlab.recipes.ppo import train_ppo
+from genlab.recipes.preferences import load_pairs, subset
+from genlab.recipes.reward_model import fit_reward_model, norm_samples, pair_metrics
 from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_csv, write_metrics, write_text
 from genlab.rl.rollout import join, last_index, sample
-from genlab.stages import _rlhf
-from genlab.stages.ppo import train_ppo
-from genlab.stages.reward_model import fit_reward_model, load_pairs, norm_samples, pair_metrics, subset
 
 
 def bon_curve(cfg, rm, probs: dict, responses: torch.Tensor, gold: torch.Tensor) -> list[dict]:
@@ -78,11 +79,11 @@ def figure(results: dict) -> plt.Figure:
 def samples_text(cfg, policies: dict, n: int = 12) -> str:
     """The same test prompts answered by each policy (one seeded sample each) with their gold reward."""
     t = cfg.model.rlhf.task
-    probs = _rlhf.problems(cfg, "test", n)
+    probs = rlhf.problems(cfg, "test", n)
     lines = ["prompt        " + "".join(f"{name:<16}" for name in policies)]
     answers = {}
     for name, net in policies.items():
-        y = sample(net, probs["prompts"], probs["prompt_len"], _rlhf.width(cfg), t.temperature,
+        y = sample(net, probs["prompts"], probs["prompt_len"], rlhf.width(cfg), t.temperature,
                    torch.Generator().manual_seed(cfg.seed))
         answers[name] = (y, gold_reward(probs["a"], probs["b"], probs["digits"], y, True, t.format_weight))
     for i in range(n):
@@ -114,17 +115,17 @@ def summary(cfg, over: dict) -> dict:
 
 def run(cfg) -> None:
     o, t = cfg.model.rlhf.overoptimization, cfg.model.rlhf.task
-    _rlhf.setup(cfg)
-    sft = _rlhf.load_policy(cfg, "sft", "sft")
+    rlhf.setup(cfg)
+    sft = rlhf.load_policy(cfg, "sft", "sft")
     pairs = load_pairs(cfg)
     train, val = subset(pairs, pairs["split"] == 0), subset(pairs, pairs["split"] == 1)
     norm = norm_samples(cfg, sft)
-    probs = _rlhf.problems(cfg, "test", o.prompts)
+    probs = rlhf.problems(cfg, "test", o.prompts)
     rep = {k: v.repeat_interleave(o.n_max, 0) for k, v in probs.items()}
-    responses = sample(sft, rep["prompts"], rep["prompt_len"], _rlhf.width(cfg), t.temperature,
+    responses = sample(sft, rep["prompts"], rep["prompt_len"], rlhf.width(cfg), t.temperature,
                        torch.Generator().manual_seed(cfg.seed))
     gold = gold_reward(rep["a"], rep["b"], rep["digits"], responses, True, t.format_weight)
-    eval_probs = _rlhf.eval_problems(cfg)
+    eval_probs = rlhf.eval_problems(cfg)
     results = {}
     for size in sorted({min(s, len(train["split"])) for s in o.rm_pairs}):
         rm = fit_reward_model(cfg, subset(train, torch.arange(len(train["split"])) < size), o.rm_steps,
@@ -146,8 +147,8 @@ def run(cfg) -> None:
     over = {"sizes": results, "n_max": o.n_max, "bon_prompts": o.prompts, "ppo_kl_coef": o.kl_coef}
     write_metrics(cfg, "overoptimization", over)
     save_figure(figure(results), figures_dir(cfg, "rlhf") / "gold_vs_proxy.png")
-    policies = {"sft": sft, "ppo": _rlhf.load_policy(cfg, "ppo", "sft", "reward_model", "ppo"),
-                **{kind: _rlhf.load_policy(cfg, f"dpo/{kind}", "sft", "reward_model", "dpo")
+    policies = {"sft": sft, "ppo": rlhf.load_policy(cfg, "ppo", "sft", "reward_model", "ppo"),
+                **{kind: rlhf.load_policy(cfg, f"dpo/{kind}", "sft", "reward_model", "dpo")
                    for kind in cfg.model.rlhf.dpo.losses}}
     write_text(figures_dir(cfg, "rlhf") / "samples.txt", samples_text(cfg, policies))
     write_metrics(cfg, "rlhf", summary(cfg, over))

@@ -8,38 +8,12 @@ statistics per iteration and the reward-vs-KL curve along training.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from omegaconf import OmegaConf
 
-from genlab import runner
-from genlab.data.loader import loader
 from genlab.evaluate.policy import summary
 from genlab.models.ppo import PPO
+from genlab.recipes import rlhf
+from genlab.recipes.ppo import train_ppo
 from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_csv, write_metrics
-from genlab.stages import _rlhf
-
-
-def train_ppo(cfg, reward_model, run: str, probs: dict, **changes) -> tuple[PPO, float]:
-    """PPO from the SFT weights against ``reward_model``; ``changes`` override ``model.rlhf.ppo`` keys.
-    The curve evaluates gold, proxy (this reward model) and KL on ``probs`` every ``eval_every`` steps.
-    Returns the module and its training seconds (rollouts included)."""
-    c = OmegaConf.merge(cfg.model.rlhf.ppo, changes)
-    runner.seed_all(cfg)
-    _rlhf.setup(cfg)
-    ref = _rlhf.load_policy(cfg, "sft", "sft")
-    policy = _rlhf.load_policy(cfg, "sft", "sft").requires_grad_(True).train()
-
-    def evaluator(net):
-        return summary(_rlhf.evaluate_policy(cfg, net, ref, reward_model, probs))
-
-    module = PPO(policy, ref, reward_model, c, _rlhf.width(cfg), cfg.model.rlhf.task.temperature, evaluator)
-    train = _rlhf.problems(cfg, "train")
-    data = loader(train["prompts"], train["prompt_len"], batch_size=c.rollouts, seed=cfg.seed,
-                  batches_per_epoch=c.steps)
-    run_config = [_rlhf.sections(cfg, "sft", "reward_model"), OmegaConf.to_container(c), run]
-    with runner.session(cfg, stage="ppo", run=run, run_config=run_config, max_epochs=1) as trainer:
-        clock = runner.fit(trainer, module, data)
-    policy.eval().requires_grad_(False)
-    return module, clock.seconds
 
 
 def curves_figure(module: PPO, title: str) -> plt.Figure:
@@ -61,14 +35,14 @@ def curves_figure(module: PPO, title: str) -> plt.Figure:
 
 
 def run(cfg) -> None:
-    _rlhf.setup(cfg)
-    rm = _rlhf.load_reward_model(cfg)
-    probs = _rlhf.eval_problems(cfg)
-    sft = _rlhf.load_policy(cfg, "sft", "sft")
-    baseline = _rlhf.evaluate_policy(cfg, sft, sft, rm, probs)
+    rlhf.setup(cfg)
+    rm = rlhf.load_reward_model(cfg)
+    probs = rlhf.eval_problems(cfg)
+    sft = rlhf.load_policy(cfg, "sft", "sft")
+    baseline = rlhf.evaluate_policy(cfg, sft, sft, rm, probs)
     module, seconds = train_ppo(cfg, rm, "ppo", probs)
-    _rlhf.save_net(cfg, "ppo", module.policy, "sft", "reward_model", "ppo")
-    result = _rlhf.evaluate_policy(cfg, module.policy, module.ref, rm, probs)
+    rlhf.save_net(cfg, "ppo", module.policy, "sft", "reward_model", "ppo")
+    result = rlhf.evaluate_policy(cfg, module.policy, module.ref, rm, probs)
     metrics = {"sft": summary(baseline), "ppo": summary(result, baseline), "final_beta": module.kl_ctl.beta,
                "iterations": len(module.history), "eval_prompts": len(probs["a"]), "train_seconds": seconds}
     write_metrics(cfg, "ppo", metrics)

@@ -16,9 +16,9 @@ from genlab.data.rlhf_task import demonstrations
 from genlab.errors import GenlabError
 from genlab.evaluate.policy import summary
 from genlab.models.sft import CausalLM
+from genlab.recipes import rlhf
 from genlab.report.artifacts import plots_dir, write_csv, write_metrics
 from genlab.rl.rollout import join, response_mask
-from genlab.stages import _rlhf
 
 
 def response_targets(seq: torch.Tensor, prompt_len: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -32,17 +32,17 @@ def train(cfg, run: str, net, seq, targets, steps: int, lr: float) -> tuple[Caus
     """The fine-tuned module and its training seconds."""
     s = cfg.model.rlhf.sft
     runner.seed_all(cfg)
-    _rlhf.setup(cfg)
+    rlhf.setup(cfg)
     module = CausalLM(net, lr, s.weight_decay)
     data = loader(seq, targets, batch_size=s.batch_size, seed=cfg.seed, batches_per_epoch=steps)
-    with runner.session(cfg, stage="sft", run=run, run_config=_rlhf.sections(cfg, "sft"), max_epochs=1) as trainer:
+    with runner.session(cfg, stage="sft", run=run, run_config=rlhf.sections(cfg, "sft"), max_epochs=1) as trainer:
         clock = runner.fit(trainer, module, data)
     return module, clock.seconds
 
 
 def answers(cfg, problems: dict, digit_noise: float, format_noise: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(sequences, response-target mask) of demonstrations with the given noise."""
-    demos = demonstrations(problems["a"], problems["b"], problems["digits"], True, _rlhf.width(cfg), digit_noise,
+    demos = demonstrations(problems["a"], problems["b"], problems["digits"], True, rlhf.width(cfg), digit_noise,
                            format_noise, torch.Generator().manual_seed(cfg.seed))
     seq = join(problems["prompts"], problems["prompt_len"], demos)
     return seq, response_targets(seq, problems["prompt_len"], response_mask(demos))
@@ -50,19 +50,19 @@ def answers(cfg, problems: dict, digit_noise: float, format_noise: float) -> tup
 
 def run(cfg) -> None:
     s, t = cfg.model.rlhf.sft, cfg.model.rlhf.task
-    train_set = _rlhf.problems(cfg, "train")
+    train_set = rlhf.problems(cfg, "train")
     n_base = len(train_set["a"]) - s.demos
     if n_base < s.batch_size:
         raise GenlabError(f"only {len(train_set['a'])} training problems for {s.demos} demonstrations + a base set",
                           "lower model.rlhf.sft.demos or raise data.arithmetic.n_train")
     base_set, demo_set = ({k: v[part] for k, v in train_set.items()} for part in (slice(0, n_base), slice(n_base, None)))
-    probs = _rlhf.eval_problems(cfg)
+    probs = rlhf.eval_problems(cfg)
 
-    base, base_seconds = train(cfg, "base", _rlhf.new_net(cfg), *answers(cfg, base_set, 0.0, 0.0), s.base_steps, s.base_lr)
-    metrics = {"base": summary(_rlhf.evaluate_policy(cfg, base.net, base.net, None, probs))}
+    base, base_seconds = train(cfg, "base", rlhf.new_net(cfg), *answers(cfg, base_set, 0.0, 0.0), s.base_steps, s.base_lr)
+    metrics = {"base": summary(rlhf.evaluate_policy(cfg, base.net, base.net, None, probs))}
     sft, sft_seconds = train(cfg, "sft", base.net, *answers(cfg, demo_set, t.digit_noise, t.format_noise), s.steps, s.lr)
-    _rlhf.save_net(cfg, "sft", sft.net, "sft")
-    metrics["sft"] = summary(_rlhf.evaluate_policy(cfg, sft.net, sft.net, None, probs))
+    rlhf.save_net(cfg, "sft", sft.net, "sft")
+    metrics["sft"] = summary(rlhf.evaluate_policy(cfg, sft.net, sft.net, None, probs))
     metrics["train_seconds"] = {"base": base_seconds, "sft": sft_seconds}
     metrics["demonstrations"] = {"n": s.demos, "digit_noise": t.digit_noise, "format_noise": t.format_noise}
     write_metrics(cfg, "sft", metrics)

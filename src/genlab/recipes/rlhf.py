@@ -1,4 +1,4 @@
-"""Plumbing shared by the RLHF stages (sft, reward_model, ppo, dpo, overoptimization):
+"""The RLHF setting shared by its five stages (sft, reward_model, ppo, dpo, overoptimization):
 the task's problems, the transformer they share, weights on disk, evaluation on fixed prompts."""
 from __future__ import annotations
 
