@@ -60,7 +60,7 @@ def test_deps_list_no_code_the_stage_does_not_import(name):
 def test_no_stage_imports_another_stage(stage):
     others = depgraph.stage_imports(stage)
     assert not others, (f"genlab.stages.{stage} imports {sorted(others)}: a stage is an entry point, not a "
-                        "library — fix: move what they share to genlab.recipes / genlab.saved / genlab.datasets")
+                        "library — fix: move what they share to genlab.recipes / genlab.saved / genlab.data.prepared")
 
 
 def test_only_the_cli_imports_stages():
@@ -86,3 +86,14 @@ def test_dep_list_names_a_directory_only_when_every_file_under_it_is_imported():
     assert depgraph.dep_list(["src/genlab/config/schema.py"]) == ["src/genlab/config/schema.py"]
     assert depgraph.uncovered(["src/genlab/config/schema.py", "src/genlab/io.py"], ["src/genlab/config"]) == \
         ["src/genlab/io.py"]
+
+
+def test_write_regenerates_dvc_yaml_unchanged(tmp_path):
+    """`python -m genlab.depgraph --write` is how the deps are made: on the committed file it changes nothing,
+    and on a file with a dep removed it puts it back."""
+    copy = tmp_path / "dvc.yaml"
+    text = (ROOT / "dvc.yaml").read_text()
+    copy.write_text(text)
+    assert depgraph.write_dvc_yaml(copy) == [] and copy.read_text() == text
+    copy.write_text(text.replace("        - src/genlab/runner.py\n", "", 1))
+    assert depgraph.write_dvc_yaml(copy) and copy.read_text() == text

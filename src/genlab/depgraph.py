@@ -150,8 +150,54 @@ def uncovered(files: list[str], deps: list[str]) -> list[str]:
     return [f for f in files if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)]
 
 
+def write_dvc_yaml(path: Path = ROOT / "dvc.yaml") -> list[str]:
+    """Rewrite each stage's ``src/…`` deps in ``dvc.yaml`` to its closure, in place; return changed stages.
+
+    Text-level, so comments and layout stay: within a stage's ``deps:`` block the run of ``src/`` lines
+    is replaced by ``dep_list(stage_files(<command>))``; other deps (data, models, markers) are kept.
+    """
+    import re
+
+    import yaml
+
+    stages_yaml = yaml.safe_load(path.read_text())["stages"]
+    lines, out, changed = path.read_text().splitlines(keepends=True), [], []
+    stage, i = None, 0
+    while i < len(lines):
+        line = lines[i]
+        top = re.match(r"^  (\w+):\s*$", line)
+        if top:
+            stage = top.group(1)
+        if stage and re.match(r"^\s+deps:\s*$", line):
+            out.append(line)
+            i += 1
+            block = []
+            while i < len(lines) and re.match(r"^\s+- ", lines[i]):
+                block.append(lines[i])
+                i += 1
+            indent = re.match(r"^(\s+)- ", block[0]).group(1) if block else " " * 8
+            definition = stages_yaml[stage].get("do", stages_yaml[stage])
+            command = definition["cmd"].split()[1]
+            code = dep_list(stage_files("check" if command == "show" else command))
+            other = [b for b in block if not b.strip().startswith("- src/")]
+            first_src = next((k for k, b in enumerate(block) if b.strip().startswith("- src/")), len(other))
+            new = other[:first_src] + [f"{indent}- {d}\n" for d in code] + other[first_src:]
+            changed += [stage] if new != block else []
+            out += new
+            continue
+        out.append(line)
+        i += 1
+    path.write_text("".join(out))
+    return changed
+
+
 def main(argv: list[str]) -> None:
-    """``python -m genlab.depgraph [stage …]``: each stage's code deps, as dvc.yaml lists them."""
+    """``python -m genlab.depgraph [stage …]``: each stage's code deps, as dvc.yaml lists them;
+    ``python -m genlab.depgraph --write``: rewrite them in dvc.yaml."""
+    if argv == ["--write"]:
+        changed = write_dvc_yaml()
+        print(f"dvc.yaml: code deps rewritten for {', '.join(changed) or 'no stage (already right)'}")
+        return
     for stage in argv or ["check", *stages()]:
         print(f"{stage}:\n" + "".join(f"  - {dep}\n" for dep in dep_list(stage_files(stage))), end="")
 

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from genlab.data import prepared
 from genlab.data.arithmetic import STOI, VOCAB
 from genlab.data.rlhf_task import prompts, response_width
 from genlab.errors import GenlabError
 from genlab.evaluate.policy import evaluate
-from genlab.io import load_arrays, load_model, save_model
+from genlab.io import load_model, save_model
 from genlab.nn.heads import RewardModel
 from genlab.nn.transformer import Transformer, TransformerConfig
 
@@ -38,7 +39,7 @@ def width(cfg) -> int:
 
 def problems(cfg, split: str, n: int | None = None, offset: int = 0) -> dict[str, torch.Tensor]:
     """Arithmetic problems of ``split`` with the task's digit counts: a, b, digits, prompts, prompt_len."""
-    arrays, meta = load_arrays(Path(cfg.paths.data) / "arithmetic")
+    arrays, meta = prepared.load(cfg, "arithmetic")
     keep = np.isin(arrays[f"{split}_digits"], cfg.model.rlhf.task.digits)
     if not keep.any():
         raise GenlabError(f"no {split} problems with model.rlhf.task.digits={list(cfg.model.rlhf.task.digits)} "

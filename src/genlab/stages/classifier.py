@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from genlab.datasets import load_mnist
+from genlab.data.prepared import load_mnist
 from genlab.io import save_model
 from genlab.recipes.classifier import train_one
 from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_csv, write_metrics

@@ -18,9 +18,10 @@ import torch
 
 from genlab import runner
 from genlab.data.loader import loader
-from genlab.datasets import toy_split
+from genlab.data import prepared
+from genlab.data.prepared import toy_split
 from genlab.evaluate import ode
-from genlab.io import load_arrays, save_model
+from genlab.io import save_model
 from genlab.models.clock import TrainClock
 from genlab.models.cnf import CNF, LogitDequantize
 from genlab.nn.vector_field import VectorField
@@ -80,7 +81,7 @@ def run(cfg) -> None:
     print(f"[genlab] cnf/toy ({c.dataset}): " + ", ".join(f"{k}={v:.4g}" for k, v in toy_stats.items()
                                                          if isinstance(v, float)))
 
-    arrays, _ = load_arrays(Path(cfg.paths.data) / "digits")
+    arrays, _ = prepared.load(cfg, "digits")
     dequant = LogitDequantize(DIGIT_LEVELS, c.logit_alpha)
     digits, clock, digit_stats = train(cfg, "digits", torch.from_numpy(arrays["train_x"]),
                                        torch.from_numpy(arrays["test_x"]), exact=False, transform=dequant)

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from genlab import runner
 from genlab.data.loader import loader
-from genlab.datasets import load_mnist
+from genlab.data.prepared import load_mnist
 from genlab.evaluate.fid import SampleScorer, choose_guidance, load_cnn
 from genlab.io import save_arrays, save_model
 from genlab.models.diffusion import Diffusion

@@ -27,9 +27,10 @@ import torch
 
 from genlab import runner
 from genlab.data.arithmetic import VOCAB, tokenize
+from genlab.data import prepared
 from genlab.data.loader import loader
 from genlab.errors import GenlabError
-from genlab.io import load_arrays, save_model
+from genlab.io import save_model
 from genlab.models.arithmetic_lm import ArithmeticLM
 from genlab.nn.transformer import Transformer, TransformerConfig
 from genlab.saved.emergence import METRICS, model_config
@@ -89,7 +90,7 @@ def evaluate(module: ArithmeticLM, test: tuple[torch.Tensor, ...], digits: torch
 
 def run(cfg) -> None:
     c = cfg.model.emergence
-    arrays, meta = load_arrays(Path(cfg.paths.data) / "arithmetic")
+    arrays, meta = prepared.load(cfg, "arithmetic")
     train, test = (problems(arrays, split, c.digits, meta["reverse"]) for split in ("train", "test"))
     for width in [c.only] if c.only is not None else c.widths:
         module, timing = train_one(cfg, width, train[:3])

@@ -29,10 +29,11 @@ from omegaconf import OmegaConf
 
 from genlab import runner
 from genlab.data.loader import loader
-from genlab.datasets import toy_split
+from genlab.data import prepared
+from genlab.data.prepared import toy_split
 from genlab.evaluate import ode
 from genlab.evaluate.fid import SampleScorer, choose_guidance, load_cnn
-from genlab.io import load_arrays, load_model, read_json, save_arrays, save_model
+from genlab.io import load_model, read_json, save_arrays, save_model
 from genlab.models import matchers
 from genlab.models.clock import TrainClock
 from genlab.models.flow_matching import FlowMatching
@@ -188,7 +189,7 @@ def class_grid(images: np.ndarray, labels: np.ndarray, title: str, per_class: in
 
 def mnist(cfg) -> dict:
     m = cfg.model.flow_matching.mnist
-    data, _ = load_arrays(Path(cfg.paths.data) / "mnist")
+    data, _ = prepared.load(cfg, "mnist")
     scorer = SampleScorer(load_cnn(cfg), torch.from_numpy(data["val_x"]).float() / 255)   # chooses w
     module, clock = train_mnist(cfg, data)
     out = Path(cfg.paths.models) / "flow_matching"

@@ -34,7 +34,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from genlab import runner
 from genlab.data.corrupt import randomize_labels, shuffle_pixels
-from genlab.datasets import load_mnist
+from genlab.data.prepared import load_mnist
 from genlab.errors import GenlabError
 from genlab.evaluate.adversarial import accuracy, fgsm, pgd
 from genlab.evaluate.calibration import ece, ece_change_ci, fit_temperature, reliability

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from genlab.datasets import load_mnist
+from genlab.data.prepared import load_mnist
 from genlab.errors import GenlabError
 from genlab.evaluate.fid import SampleScorer, load_cnn
 from genlab.io import load_arrays, read_json

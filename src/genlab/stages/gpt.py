@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import torch
 from omegaconf import OmegaConf
 
-from genlab.datasets import load_text
+from genlab.data.prepared import load_text
 from genlab.io import save_model
 from genlab.nn.transformer import Transformer, TransformerConfig
 from genlab.recipes.language_model import train_lm

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from genlab.datasets import load_text
+from genlab.data.prepared import load_text
 from genlab.io import write_json
 from genlab.nn.transformer import TransformerConfig
 from genlab.recipes.language_model import train_lm
