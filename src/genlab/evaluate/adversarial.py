@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from genlab.nn import rng
+
 
 def input_gradient(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """∇ₓ J(θ, x, y) for the summed cross-entropy J; ``[B, ...]`` like ``x`` (weights get no grad)."""
@@ -41,7 +43,7 @@ def pgd(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int
     """Projected gradient descent on −J (Madry et al. 2018, eq. 2.1) from a uniform random start
     in the ε-ball: x ← Π(x + α·sign(∇ₓJ)), ``steps`` times. Returns ``[B, ...]`` within the ball."""
     net.eval()
-    noise = torch.rand(x.shape, generator=generator) * 2 - 1
+    noise = rng.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator) * 2 - 1
     x_adv = project(x + eps * noise, x, eps)
     for _ in range(steps):
         x_adv = project(x_adv + step_size * input_gradient(net, x_adv, y).sign(), x, eps)

@@ -27,12 +27,13 @@ def ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
 def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> list[dict]:
     """One row per confidence bin: {bin_lo, bin_hi, confidence, accuracy, count} (empty bins: NaN)."""
     confidence, predicted = probs.max(-1)
-    correct = (predicted == labels).float()
-    edges = torch.linspace(0, 1, n_bins + 1)
+    correct = (predicted == labels).to(confidence.dtype)
+    dtype, device = confidence.dtype, confidence.device
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=dtype, device=device)
     index = torch.bucketize(confidence, edges[1:-1], right=True)          # [N] in 0..n_bins-1
-    count = torch.zeros(n_bins).index_add_(0, index, torch.ones_like(confidence))
-    conf_sum = torch.zeros(n_bins).index_add_(0, index, confidence)
-    acc_sum = torch.zeros(n_bins).index_add_(0, index, correct)
+    count = torch.zeros(n_bins, dtype=dtype, device=device).index_add_(0, index, torch.ones_like(confidence))
+    conf_sum = torch.zeros(n_bins, dtype=dtype, device=device).index_add_(0, index, confidence)
+    acc_sum = torch.zeros(n_bins, dtype=dtype, device=device).index_add_(0, index, correct)
     return [{"bin_lo": edges[m].item(), "bin_hi": edges[m + 1].item(), "count": int(count[m]),
              "confidence": (conf_sum[m] / count[m]).item() if count[m] else float("nan"),
              "accuracy": (acc_sum[m] / count[m]).item() if count[m] else float("nan")} for m in range(n_bins)]
@@ -41,7 +42,7 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """argmin_T NLL(softmax(logits / T), labels) for logits ``[N, K]``; optimised over log T (T > 0)."""
     logits = logits.detach()
-    log_t = torch.zeros(1, requires_grad=True)
+    log_t = torch.zeros(1, device=logits.device, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, tolerance_grad=1e-9, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
 
@@ -61,7 +62,8 @@ def ece_change_ci(before: torch.Tensor, after: torch.Tensor, labels: torch.Tenso
     g = torch.Generator().manual_seed(seed)
     diffs = []
     for _ in range(n_boot):
-        i = torch.randint(0, len(labels), (len(labels),), generator=g)
+        i = torch.randint(0, len(labels), (len(labels),), generator=g, device=g.device).to(labels.device)   # drawn where g is
         diffs.append(ece(after[i], labels[i], n_bins) - ece(before[i], labels[i], n_bins))
+    # device: cpu-only (a summary of Python floats)
     lo, hi = torch.tensor(diffs).quantile(torch.tensor([0.025, 0.975])).tolist()
     return lo, hi

@@ -28,18 +28,19 @@ from torchmetrics.functional.text import edit_distance
 
 # --- metrics of generated answers (lists of N strings) ------------------------------------
 
-def exact_match(pred: list[str], target: list[str]) -> torch.Tensor:
-    """``[N]`` 1.0 where the generated answer equals the true one (length included)."""
-    return torch.tensor([float(p == t) for p, t in zip(pred, target, strict=True)])
+def exact_match(pred: list[str], target: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[N]`` 1.0 where the generated answer equals the true one (length included), on ``device``."""
+    return torch.tensor([float(p == t) for p, t in zip(pred, target, strict=True)], device=device)
 
 
-def per_digit_accuracy(pred: list[str], target: list[str]) -> torch.Tensor:
-    """``[N]`` fraction of the true answer's positions that the generated answer has right.
+def per_digit_accuracy(pred: list[str], target: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[N]`` fraction of the true answer's positions that the generated answer has right, on ``device``.
 
     Position-aligned (position i is the same power of ten in both); a missing position is wrong,
     extra generated tokens are not counted (edit distance sees them).
     """
-    return torch.tensor([sum(a == b for a, b in zip(p, t)) / len(t) for p, t in zip(pred, target, strict=True)])
+    return torch.tensor([sum(a == b for a, b in zip(p, t)) / len(t) for p, t in zip(pred, target, strict=True)],
+                        device=device)
 
 
 def token_edit_distance(pred: list[str], target: list[str]) -> torch.Tensor:
@@ -49,18 +50,23 @@ def token_edit_distance(pred: list[str], target: list[str]) -> torch.Tensor:
 
 # --- continuous scores under teacher forcing ----------------------------------------------
 
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits upcast to float32 for the softmax; float32 and float64 kept as they are."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def answer_logprob(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[N]`` log p(answer) = Σ_t log softmax(logits_t)[y_t] over the answer positions.
 
     logits ``[N, T, V]`` predict targets ``[N, T]``; mask ``[N, T]`` (bool) marks the answer tokens.
     """
-    logp = F.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    logp = F.log_softmax(_at_least_float32(logits), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (logp * mask).sum(-1)
 
 
 def token_brier(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[N]`` mean over answer positions of the Brier score Σ_v (p_v − 1[v = y])² ∈ [0, 2] (Brier 1950)."""
-    probs = logits.float().softmax(-1)
+    probs = _at_least_float32(logits).softmax(-1)
     per_token = (probs - F.one_hot(targets, probs.shape[-1])).pow(2).sum(-1)
     return (per_token * mask).sum(-1) / mask.sum(-1)
 

@@ -48,7 +48,7 @@ class CNNFeatures(nn.Module):
 
 def as_images(x: torch.Tensor) -> torch.Tensor:
     """``[N, 28, 28]`` or ``[N, 1, 28, 28]`` → float ``[N, 1, 28, 28]`` clipped to [0, 1]."""
-    x = torch.as_tensor(x).float()
+    x = torch.as_tensor(x).float()   # device: cpu-only (the scorer's CNN and FID statistics stay on the CPU)
     return (x.unsqueeze(1) if x.dim() == 3 else x).clamp(0, 1)
 
 
@@ -68,6 +68,7 @@ class SampleScorer:
         """Samples ``x`` ``[N, 28, 28]`` in [0, 1] generated for labels ``y`` ``[N]`` → {fid, accuracy, n}."""
         self.fid.reset()                   # keeps the real statistics
         acc = MulticlassAccuracy(self.cnn.head[-1].out_features, average="micro")
+        # device: cpu-only (as in as_images)
         for xb, yb in zip(as_images(x).split(self.batch_size), torch.as_tensor(y).split(self.batch_size)):
             self.fid.update(xb, real=False)
             acc.update(self.cnn.head(self.features.last), yb)     # = self.cnn(xb), from FID's features

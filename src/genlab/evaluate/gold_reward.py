@@ -16,7 +16,7 @@ from genlab.data.arithmetic import EOS
 
 def answer_digits(a: torch.Tensor, b: torch.Tensor, digits: torch.Tensor, reverse: bool, width: int) -> torch.Tensor:
     """The d+1 answer digits of a + b as written by ``arithmetic.render`` → ``[N, width]`` (−1 past d+1)."""
-    k = torch.arange(width)
+    k = torch.arange(width, device=digits.device)
     n = digits[:, None] + 1                                          # answer length
     power = k[None, :] if reverse else (n - 1 - k[None, :]).clamp_min(0)
     out = ((a + b)[:, None] // 10 ** power) % 10
@@ -28,7 +28,7 @@ def gold_reward(a: torch.Tensor, b: torch.Tensor, digits: torch.Tensor, response
     """Gold reward ``[N]`` of response token ids ``[N, R]`` (anything after the first "\\n" is ignored)."""
     n, width = digits + 1, responses.shape[1]
     target = answer_digits(a, b, digits, reverse, width)
-    k = torch.arange(width)[None, :]
+    k = torch.arange(width, device=responses.device)[None, :]
     ended = (responses == EOS).long().cumsum(1) > 0                  # at or after the first EOS
     correct = ((responses == target) & ~ended & (k < n[:, None])).sum(1).float() / n
     is_digit = responses < 10

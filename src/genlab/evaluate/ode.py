@@ -107,7 +107,7 @@ def log_likelihood(field: nn.Module, x: torch.Tensor, exact: bool = True, rtol: 
     """
     dynamics = Augmented(field, None if exact else rademacher(x))
     state = torch.cat([x, torch.zeros_like(x[:, :1])], dim=1)
-    times = torch.tensor([1.0, 0.0], dtype=x.dtype)
+    times = torch.tensor([1.0, 0.0], dtype=x.dtype, device=x.device)
     end = solve(odeint_adjoint if adjoint else odeint, dynamics, state, times, rtol=rtol, atol=atol,
                 method="dopri5")[-1]
     return standard_normal_logpdf(end[:, :-1]) + end[:, -1]
@@ -128,11 +128,12 @@ def sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: t
         if steps < 1 or (sampler == "midpoint" and nfe % 2):
             raise ValueError(f"{sampler} needs nfe ≥ {1 if sampler == 'euler' else 2}"
                              f"{' and even' if sampler == 'midpoint' else ''} (got {nfe})")
-        options["grid_constructor"] = lambda f, y0, t: torch.linspace(0.0, 1.0, steps + 1, dtype=y0.dtype)
+        options["grid_constructor"] = lambda f, y0, t: torch.linspace(0.0, 1.0, steps + 1, dtype=y0.dtype,
+                                                                    device=y0.device)
 
     def func(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return velocity(x, t.expand(len(x)))
 
-    times = torch.linspace(0.0, 1.0, n_save, dtype=x0.dtype)
+    times = torch.linspace(0.0, 1.0, n_save, dtype=x0.dtype, device=x0.device)
     with torch.no_grad():
         return solve(odeint, func, x0, times, rtol=rtol, atol=atol, method=sampler, options=options)

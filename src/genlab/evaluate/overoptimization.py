@@ -27,7 +27,7 @@ def best_of_n(proxy: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor
     big_n = proxy.shape[1]
     order = proxy.argsort(dim=1)
     sorted_values = values.gather(1, order)
-    i = torch.arange(1, big_n + 1, dtype=torch.float64)
+    i = torch.arange(1, big_n + 1, dtype=torch.float64, device=proxy.device)
     log_c = torch.lgamma(i) - math.lgamma(n) - torch.lgamma((i - n + 1).clamp_min(1))   # log C(i−1, n−1)
     weights = torch.where(i >= n, log_c.exp(), torch.zeros_like(i))
     weights = weights / weights.sum()                                       # Σ_i C(i−1, n−1) = C(N, n)

@@ -25,14 +25,17 @@ def score(policy: Transformer, ref: Transformer, reward_model: RewardModel | Non
     logp = response_logprobs(policy, seq, problems["prompt_len"], width, temperature)
     ref_logp = response_logprobs(ref, seq, problems["prompt_len"], width, temperature)
     proxy = (reward_model(seq, last_index(problems["prompt_len"], responses)) if reward_model is not None
-             else torch.full((len(seq),), float("nan")))
+             else torch.full((len(seq),), float("nan"), device=seq.device))
     return {"gold": gold_reward(problems["a"], problems["b"], problems["digits"], responses, reverse, format_weight),
             "proxy": proxy, "kl": ((logp - ref_logp) * mask).sum(1), "responses": responses}
 
 
 def evaluate(policy: Transformer, ref: Transformer, reward_model: RewardModel | None, problems: dict, width: int,
              temperature: float, reverse: bool, format_weight: float, seed: int) -> dict[str, torch.Tensor]:
-    """Sample one response per prompt (seeded) and ``score`` it."""
+    """Sample one response per prompt (seeded) and ``score`` it, on the policy's device (PPO evaluates
+    during training, where the policy may be on a GPU while the prompts stay on the CPU)."""
+    device = next(policy.parameters()).device
+    problems = {k: v.to(device) if torch.is_tensor(v) else v for k, v in problems.items()}
     responses = sample(policy, problems["prompts"], problems["prompt_len"], width, temperature,
                        torch.Generator().manual_seed(seed))
     return score(policy, ref, reward_model, problems, responses, temperature, reverse, format_weight)

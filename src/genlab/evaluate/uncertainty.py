@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc
 
+from genlab.nn import rng
+
 OOD_KINDS = ("rotated", "noise")
 
 
@@ -32,12 +34,13 @@ def ood_inputs(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.
     if kind == "rotated":
         return torch.rot90(x, 1, dims=(2, 3))
     if kind == "noise":
-        return torch.rand(x.shape, generator=generator)
+        return rng.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
     raise ValueError(f"unknown OOD kind {kind!r}; use one of {OOD_KINDS}")
 
 
 def ood_auroc(score_in: torch.Tensor, score_out: torch.Tensor) -> float:
     """AUROC of a score ``[N_in]`` vs ``[N_out]`` with OOD as the positive class (= P(s_out > s_in))."""
     scores = torch.cat([score_in, score_out])
-    target = torch.cat([torch.zeros(len(score_in)), torch.ones(len(score_out))]).long()
+    target = torch.cat([torch.zeros(len(score_in), dtype=torch.long, device=score_in.device),
+                        torch.ones(len(score_out), dtype=torch.long, device=score_out.device)])
     return binary_auroc(scores, target).item()

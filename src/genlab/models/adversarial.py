@@ -21,7 +21,7 @@ class FGSMTrained(Classifier):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        x = random_shift(to_images(x), self.shift)                                   # [B, 1, 28, 28]
+        x = random_shift(to_images(x, self.dtype), self.shift)                       # [B, 1, 28, 28]
         x_adv = (x + self.eps * input_gradient(self.net, x, y).sign()).clamp(0.0, 1.0)
         loss = self.alpha * F.cross_entropy(self.net(x), y) + (1 - self.alpha) * F.cross_entropy(self.net(x_adv), y)
         self.log("train/loss", loss, prog_bar=True)

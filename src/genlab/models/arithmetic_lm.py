@@ -25,7 +25,7 @@ from genlab.nn.transformer import Transformer
 def answer_mask(prompt_len: torch.Tensor, answer_len: torch.Tensor, length: int) -> torch.Tensor:
     """``[N, length]`` bool over next-token targets ``ids[:, 1:]``: True where the target is an answer
     digit or the closing EOS (target index j ∈ [prompt_len, prompt_len + answer_len])."""
-    j = torch.arange(1, length + 1)[None, :]
+    j = torch.arange(1, length + 1, device=prompt_len.device)[None, :]
     return (j >= prompt_len[:, None]) & (j <= (prompt_len + answer_len)[:, None])
 
 
@@ -66,9 +66,10 @@ class ArithmeticLM(pl.LightningModule):
         pred = [decode(row[: (row == EOS).nonzero()[0, 0] if (row == EOS).any() else len(row)]) for row in out]
         target = [decode(row) for row in ids[:, prompt_len: prompt_len + answer_len]]
         logits = self.net(ids[:, :-1])
-        mask = answer_mask(torch.full((len(ids),), prompt_len), torch.full((len(ids),), answer_len), ids.size(1) - 1)
-        return {"exact_match": em.exact_match(pred, target),
-                "per_digit_accuracy": em.per_digit_accuracy(pred, target),
-                "edit_distance": em.token_edit_distance(pred, target),
+        lengths = [torch.full((len(ids),), n, device=ids.device) for n in (prompt_len, answer_len)]
+        mask = answer_mask(*lengths, ids.size(1) - 1)
+        return {"exact_match": em.exact_match(pred, target, ids.device),
+                "per_digit_accuracy": em.per_digit_accuracy(pred, target, ids.device),
+                "edit_distance": em.token_edit_distance(pred, target).to(ids.device),
                 "answer_logprob": em.answer_logprob(logits, ids[:, 1:], mask),
                 "brier": em.token_brier(logits, ids[:, 1:], mask)}

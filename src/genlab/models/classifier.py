@@ -20,15 +20,15 @@ def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
         return x
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b))
-    rows = (dy[:, None] + torch.arange(h))[:, :, None]          # [B, H, 1]
-    cols = (dx[:, None] + torch.arange(w))[:, None, :]          # [B, 1, W]
-    return padded[torch.arange(b)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]   # [B, H, 1]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]   # [B, 1, W]
+    return padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
 
 
-def to_images(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[B, 28, 28]`` → float ``[B, 1, 28, 28]`` in [0, 1]."""
-    return x_uint8.float().div(255.0).unsqueeze(1)
+def to_images(x_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 ``[B, 28, 28]`` → ``dtype`` (the network's) ``[B, 1, 28, 28]`` in [0, 1]."""
+    return x_uint8.to(dtype).div(255.0).unsqueeze(1)
 
 
 class Classifier(pl.LightningModule):
@@ -47,14 +47,14 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.net(random_shift(to_images(x), self.shift))
+        logits = self.net(random_shift(to_images(x, self.dtype), self.shift))
         loss = F.cross_entropy(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _eval_step(self, batch, split: str):
         x, y = batch
-        logits = self.net(to_images(x))
+        logits = self.net(to_images(x, self.dtype))
         self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True)
         probs = logits.softmax(-1)
         for name, metric in self.metrics[split].items():

@@ -30,9 +30,11 @@ class LogitDequantize(nn.Module):
         super().__init__()
         self.levels, self.alpha = levels, alpha
 
-    def forward(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z ``[B, D]``, Σ_d log |dz_d/dy_d| ``[B]``) for pixels k ``[B, D]``, with fresh dequantization noise."""
-        return self.logit(k.float() + torch.rand_like(k, dtype=torch.float32))
+    def forward(self, k: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z ``[B, D]``, Σ_d log |dz_d/dy_d| ``[B]``) in ``dtype`` (the field's) for pixels k ``[B, D]``, with fresh
+        dequantization noise."""
+        y = k.to(dtype)
+        return self.logit(y + torch.rand_like(y))
 
     def logit(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.alpha + (1 - 2 * self.alpha) * y / self.levels
@@ -62,7 +64,7 @@ class CNF(pl.LightningModule):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) ``[B]`` (in the space of x: pixels for a dequantized model)."""
-        z, log_jac = self.transform(x) if self.transform is not None else (x, 0.0)
+        z, log_jac = self.transform(x, self.dtype) if self.transform is not None else (x, 0.0)
         return log_likelihood(self.field, z, self.exact_trace, self.rtol, self.atol, self.adjoint) + log_jac
 
     def training_step(self, batch, batch_idx):

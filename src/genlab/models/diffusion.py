@@ -34,19 +34,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.models.optim import adamw_one_cycle
+from genlab.nn import rng
 
 
 def linear_betas(T: int) -> torch.Tensor:
     """Ho et al. 2020 §4: β linear from 1e-4 to 0.02 at T = 1000; endpoints scaled by 1000/T for other T
-    (Nichol & Dhariwal 2021's code), so ᾱ_T stays ≈ 0. Returns ``[T]`` float64."""
+    (Nichol & Dhariwal 2021's code), so ᾱ_T stays ≈ 0. Returns ``[T]`` float64 on the CPU (``Diffusion`` keeps
+    the schedule as buffers, which follow the module's device)."""
     scale = 1000.0 / T
-    return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
+    return torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)   # device: cpu-only
 
 
 def cosine_betas(T: int, s: float = 0.008) -> torch.Tensor:
     """Nichol & Dhariwal 2021 eq. 17: ᾱ_t = f(t)/f(0), f(t) = cos²(π/2 · (t/T + s)/(1 + s)); β_t = 1 − ᾱ_t/ᾱ_{t−1},
-    clipped at 0.999. Returns ``[T]`` float64."""
-    f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2
+    clipped at 0.999. Returns ``[T]`` float64 on the CPU (as ``linear_betas``)."""
+    f = torch.cos((torch.arange(T + 1, dtype=torch.float64) / T + s) / (1 + s) * math.pi / 2) ** 2   # device: cpu-only
     return (1 - f[1:] / f[:-1]).clamp(max=0.999)
 
 
@@ -62,13 +64,14 @@ class Diffusion(pl.LightningModule):
         self.net, self.T, self.p_uncond, self.lr, self.weight_decay = net, T, p_uncond, lr, weight_decay
         self.snr_gamma, self.prediction = snr_gamma, prediction
         self.ema, self.ema_decay = copy.deepcopy(net).requires_grad_(False), ema_decay
+        # the schedule is computed once on the CPU in float64; as buffers its values follow the module's device
         betas = {"linear": linear_betas, "cosine": cosine_betas}[schedule](T)
         alpha_bar = torch.cumprod(1 - betas, 0)
-        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64, device=betas.device), alpha_bar[:-1]])
         snr = alpha_bar / (1 - alpha_bar)
         for name, value in {"betas": betas, "alpha_bar": alpha_bar, "alpha_bar_prev": alpha_bar_prev,
                             "loss_weight": snr.clamp(max=snr_gamma) / (snr + (prediction == "v")) if snr_gamma > 0
-                            else torch.ones(T),
+                            else torch.ones(T, device=betas.device),
                             # Ho et al. eq. 7: posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I)
                             "post_var": betas * (1 - alpha_bar_prev) / (1 - alpha_bar),
                             "post_c0": alpha_bar_prev.sqrt() * betas / (1 - alpha_bar),
@@ -103,12 +106,12 @@ class Diffusion(pl.LightningModule):
         y = torch.where(drop, torch.full_like(y, self.net.null_class), y)
         ab = self._at(self.alpha_bar, t)
         target = noise if self.prediction == "eps" else ab.sqrt() * noise - (1 - ab).sqrt() * x0
-        err = F.mse_loss(self.net(self.q_sample(x0, t, noise), t / self.T, y), target, reduction="none")
+        err = F.mse_loss(self.net(self.q_sample(x0, t, noise), t.to(x0.dtype) / self.T, y), target, reduction="none")
         return (self._at(self.loss_weight, t) * err).mean()
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss(x.float().div(127.5).sub(1).unsqueeze(1), y)   # uint8 [B,28,28] → [−1,1] [B,1,28,28]
+        loss = self.loss(x.to(self.dtype).div(127.5).sub(1).unsqueeze(1), y)   # uint8 [B,28,28] → [−1,1] [B,1,28,28]
         self.log("train/loss", loss, prog_bar=True)
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.history.append({"step": self.global_step, "loss": float(loss.detach())})
@@ -135,7 +138,7 @@ class Diffusion(pl.LightningModule):
         """Guided output (1 + w)·net(x, y) − w·net(x, ∅) of the EMA net at integer step ``t`` — ε̃, or ṽ with
         v-prediction (ε and v are affine in each other at fixed x_t, so guiding either is the same): ONE call
         (batch 2B if w ≠ 0)."""
-        time = torch.full((x.shape[0],), t / self.T, device=x.device)
+        time = torch.full((x.shape[0],), t / self.T, dtype=x.dtype, device=x.device)
         if w == 0:
             return self.ema(x, time, y)
         null = torch.full_like(y, self.ema.null_class)
@@ -158,17 +161,19 @@ class Diffusion(pl.LightningModule):
         """Ancestral sampling (Ho et al. Algorithm 2) with σ_t² = β̃_t, T network evaluations.
 
         ``y`` ``[N]`` → images ``[N, 1, 28, 28]`` in [−1, 1] (x̂0 clipped to [−1, 1] at each step)."""
-        x = torch.randn(len(y), 1, 28, 28, generator=generator).to(self.betas.device)
+        x = rng.randn((len(y), 1, 28, 28), dtype=self.dtype, device=self.device, generator=generator)
+        y = y.to(self.device)                                  # labels may come from the CPU
         for t in range(self.T, 0, -1):
             steps = torch.full((len(y),), t, device=x.device)
             mean, var = self.posterior(self.denoise(x, t, y, w)[0], x, steps)
-            noise = torch.randn(x.shape, generator=generator).to(x.device) if t > 1 else torch.zeros_like(x)
+            noise = (rng.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator) if t > 1
+                     else torch.zeros_like(x))
             x = mean + var.sqrt() * noise
         return x
 
     def ddim_steps(self, n_steps: int) -> list[int]:
         """Evenly spaced sub-sequence τ of {1…T} (Song et al. §4.2), descending from T (to 1 if n_steps > 1)."""
-        return [int(t) for t in torch.linspace(self.T, 1, n_steps, dtype=torch.float64).round()]
+        return [int(t) for t in torch.linspace(self.T, 1, n_steps, dtype=torch.float64).round()]   # device: cpu-only
 
     @torch.no_grad()
     def sample_ddim(self, y: torch.Tensor, n_steps: int, w: float = 0.0, generator: torch.Generator | None = None,
@@ -178,7 +183,8 @@ class Diffusion(pl.LightningModule):
         x_{τ−1} = √ᾱ_{τ−1} · x̂0 + √(1 − ᾱ_{τ−1} − σ²) · ε̂ + σ·z  (x̂0, ε̂ from ``denoise``), with
         σ = η·√((1 − ᾱ_{τ−1})/(1 − ᾱ_τ))·√(1 − ᾱ_τ/ᾱ_{τ−1})
         (eq. 16; η = 1: DDPM's posterior over the sub-sequence); the last step goes to ᾱ = 1."""
-        x = torch.randn(len(y), 1, 28, 28, generator=generator).to(self.betas.device)
+        x = rng.randn((len(y), 1, 28, 28), dtype=self.dtype, device=self.device, generator=generator)
+        y = y.to(self.device)                                  # labels may come from the CPU
         taus = self.ddim_steps(n_steps)
         for i, t in enumerate(taus):
             ab = self.alpha_bar[t - 1]
@@ -187,5 +193,5 @@ class Diffusion(pl.LightningModule):
             sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).sqrt()
             x = ab_next.sqrt() * x0 + (1 - ab_next - sigma ** 2).clamp(min=0).sqrt() * e
             if eta > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
+                x = x + sigma * rng.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
         return x

@@ -45,7 +45,7 @@ class FlowMatching(pl.LightningModule):
         x1 = batch[0]
         t, x_t, u_t = self.matcher.sample(torch.randn_like(x1), x1)
         if self.n_classes:
-            y = batch[1].masked_fill(torch.rand(len(x1)) < self.label_dropout, self.n_classes)
+            y = batch[1].masked_fill(torch.rand(len(x1), device=x1.device) < self.label_dropout, self.n_classes)
             v = self.net(x_t, t, y)
         else:
             v = self.net(x_t, t)
@@ -57,8 +57,8 @@ class FlowMatching(pl.LightningModule):
     def sample(self, n_or_labels: int | torch.Tensor, shape: tuple[int, ...], sampler: str = "euler", nfe: int = 10,
                w: float = 0.0, n_save: int = 2) -> torch.Tensor:
         """Generate from N(0, I): ``n`` unconditional samples or one per label ``[N]``; path ``[n_save, N, *shape]``."""
-        y = n_or_labels if torch.is_tensor(n_or_labels) else None
-        x0 = torch.randn(len(y) if y is not None else n_or_labels, *shape)
+        y = n_or_labels.to(self.device) if torch.is_tensor(n_or_labels) else None   # labels may come from the CPU
+        x0 = torch.randn(len(y) if y is not None else n_or_labels, *shape, dtype=self.dtype, device=self.device)
         return ode.sample(lambda x, t: self.velocity(x, t, y, w), x0, sampler, nfe, self.rtol, self.atol, n_save)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

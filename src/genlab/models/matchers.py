@@ -41,8 +41,8 @@ class IndependentCFM:
     def sample(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(t ``[B]`` in (0, 1), x_t, u_t ``[B, …]``) for noise x0 and data x1 ``[B, …]``."""
         x0 = self.pair(x0, x1)
-        t = torch.rand(len(x1), dtype=x1.dtype) if self.t_sampling == "uniform" \
-            else torch.randn(len(x1), dtype=x1.dtype).sigmoid()
+        t = torch.rand(len(x1), dtype=x1.dtype, device=x1.device) if self.t_sampling == "uniform" \
+            else torch.randn(len(x1), dtype=x1.dtype, device=x1.device).sigmoid()
         return t, self.path(x0, x1, t, torch.randn_like(x1)), self.target(x0, x1)
 
 
@@ -57,11 +57,14 @@ class OTCFM(IndependentCFM):
 
     def pair(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """Permute x0 to the exact minimiser of Σ‖x0_π(i) − x1_i‖² within each block (Hungarian algorithm)."""
-        perm, block = torch.empty(len(x0), dtype=torch.long), self.block or len(x0)
+        perm, block = torch.empty(len(x0), dtype=torch.long, device=x0.device), self.block or len(x0)
         for start in range(0, len(x0), block):
             end = min(start + block, len(x0))
             cost = torch.cdist(x1[start:end].flatten(1), x0[start:end].flatten(1)).pow(2)
-            perm[start:end] = torch.as_tensor(linear_sum_assignment(cost.numpy())[1]) + start
+            # scipy solves on the CPU (as torchcfm): the cost leaves the graph and the device, the plan comes back;
+            # scipy works in float64 anyway, and numpy has no bfloat16
+            plan = linear_sum_assignment(cost.detach().cpu().double().numpy())[1]
+            perm[start:end] = torch.as_tensor(plan, device=x0.device) + start
         return x0[perm]
 
 

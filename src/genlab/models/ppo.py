@@ -56,7 +56,7 @@ class PPO(pl.LightningModule):
         score = self.reward_model(seq, last_index(prompt_len, responses))
         kl = kl_estimate(logp, ref_logp, self.c.kl_estimator) * mask
         rewards = -self.kl_ctl.beta * kl                                # per-token KL penalty
-        rows = torch.arange(len(seq))
+        rows = torch.arange(len(seq), device=seq.device)
         rewards[rows, response_lengths(responses) - 1] += score         # score at the final token
         advantages, returns = gae(rewards, values, mask, self.c.gamma, self.c.lam)
         if self.c.whiten:
@@ -72,7 +72,7 @@ class PPO(pl.LightningModule):
         opt = self.optimizers()
         stats = []
         for _ in range(self.c.epochs):
-            for mb in torch.randperm(len(r["seq"])).chunk(self.c.minibatches):
+            for mb in torch.randperm(len(r["seq"]), device=r["seq"].device).chunk(self.c.minibatches):
                 logp, _, values = self.policy_outputs(r["seq"][mb], r["prompt_len"][mb])
                 mask = r["mask"][mb]
                 pg_loss, pg = policy_loss(logp, r["logp"][mb], r["advantages"][mb], mask, self.c.clip)
@@ -89,7 +89,7 @@ class PPO(pl.LightningModule):
         self.kl_ctl.update(float(r["kl"].mean()), len(r["seq"]))
         logs = {"objective/kl": r["kl"].mean(), "objective/entropy": r["entropy"].mean(),
                 "objective/scores": r["score"].mean(), "objective/rlhf_reward": (r["score"] - beta * r["kl"]).mean(),
-                "objective/beta": torch.tensor(beta), "loss/policy": s[0], "loss/value": s[1],
+                "objective/beta": torch.tensor(beta, device=s.device), "loss/policy": s[0], "loss/value": s[1],
                 "policy/approxkl": s[2], "policy/clipfrac": s[3], "val/ratio": s[4], "val/clipfrac": s[5],
                 "val/mean_value": masked_mean(r["values"], r["mask"])}
         self.log_dict(logs, prog_bar=False)

@@ -242,7 +242,11 @@ class Transformer(nn.Module):
                 if top_k is not None:
                     kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+                probs = logits.softmax(-1)
+                # a generator draws on its own device: a seeded CPU generator picks the same tokens on any device
+                if generator is not None:
+                    probs = probs.to(generator.device)
+                nxt = torch.multinomial(probs, 1, generator=generator).to(idx.device)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
 
@@ -268,4 +272,5 @@ class Transformer(nn.Module):
             seq = torch.cat([seq[parent], (flat % v).reshape(-1, 1)], dim=1)
             kv = [(k[parent], vv[parent]) for k, vv in kv]
         best = score.argmax(-1)
-        return seq.view(b, w, -1)[torch.arange(b), best], score[torch.arange(b), best]
+        rows = torch.arange(b, device=idx.device)
+        return seq.view(b, w, -1)[rows, best], score[rows, best]

@@ -37,10 +37,12 @@ def norm(ch: int) -> nn.GroupNorm:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
-    """Sinusoidal embedding (Vaswani et al. 2017, §3.5; DDPM's time input) of ``scale·t`` ``[B]`` → ``[B, dim]``."""
+    """Sinusoidal embedding (Vaswani et al. 2017, §3.5; DDPM's time input) of ``scale·t`` ``[B]`` → ``[B, dim]``,
+    computed in float32 or in ``t``'s dtype if wider (half precision would blur the phases of ``scale·t``)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = scale * t.float()[:, None] * freqs[None]
+    dtype = torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    args = scale * t.to(dtype)[:, None] * freqs[None]
     return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
 
 
@@ -109,10 +111,13 @@ class UNet(nn.Module):
 
     def embed(self, t: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
         """Time ``[B]`` + class ``[B]`` → embedding ``[B, 4·channels]``."""
-        t = torch.as_tensor(t, dtype=torch.float32, device=self.inp.weight.device).expand(batch)
+        weight = self.inp.weight
+        # the time is embedded in at least float32, then fed to the MLP in the weights' dtype
+        time_dtype = torch.promote_types(weight.dtype, torch.float32)
+        t = torch.as_tensor(t, dtype=time_dtype, device=weight.device).expand(batch)
         if y is None:
             y = torch.full((batch,), self.null_class, dtype=torch.long, device=t.device)
-        return self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features)) + self.class_emb(y)
+        return self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features).to(weight.dtype)) + self.class_emb(y)
 
     #: without gradients (sampling) on a CPU a batch goes through the trunk this many images at a time, so the
     #: activations stay in cache: on 2 cores ten chunks of 100 ran ~2.5× faster than one batch of 1,000, and

@@ -33,7 +33,7 @@ class VectorField(nn.Module):
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=x.dtype).expand(len(x)).reshape(-1, 1)
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x)).reshape(-1, 1)
         h = x
         for i, layer in enumerate(self.layers):
             h = layer(h, t)

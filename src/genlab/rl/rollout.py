@@ -21,21 +21,22 @@ def response_lengths(responses: torch.Tensor) -> torch.Tensor:
 
 def response_mask(responses: torch.Tensor) -> torch.Tensor:
     """1.0 on real response tokens, 0.0 on the PAD after them → ``[N, R]``."""
-    return (torch.arange(responses.shape[1])[None, :] < response_lengths(responses)[:, None]).float()
+    positions = torch.arange(responses.shape[1], device=responses.device)
+    return (positions[None, :] < response_lengths(responses)[:, None]).float()
 
 
 def join(prompts: torch.Tensor, prompt_len: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
     """``[N, P]`` prompts + ``[N, R]`` responses → ``[N, P + R]`` sequences (PAD-filled)."""
     n, p = prompts.shape
-    seq = torch.full((n, p + responses.shape[1]), PAD, dtype=torch.long)
+    seq = torch.full((n, p + responses.shape[1]), PAD, dtype=torch.long, device=prompts.device)
     seq[:, :p] = prompts
-    cols = prompt_len[:, None] + torch.arange(responses.shape[1])[None, :]
+    cols = prompt_len[:, None] + torch.arange(responses.shape[1], device=prompt_len.device)[None, :]
     return seq.scatter(1, cols, responses)
 
 
 def at_response(x: torch.Tensor, prompt_len: torch.Tensor, width: int) -> torch.Tensor:
     """States ``[N, L, ...]`` → the ``width`` states that predict the response tokens ``[N, width, ...]``."""
-    idx = prompt_len[:, None] - 1 + torch.arange(width)[None, :]
+    idx = prompt_len[:, None] - 1 + torch.arange(width, device=prompt_len.device)[None, :]
     return x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
 
 
@@ -57,10 +58,10 @@ def sample(net: Transformer, prompts: torch.Tensor, prompt_len: torch.Tensor, wi
     equal prompt length (the transformer's KV cache needs one length per batch)."""
     was_training = net.training
     net.eval()
-    out = torch.full((len(prompts), width), PAD, dtype=torch.long)
+    out = torch.full((len(prompts), width), PAD, dtype=torch.long, device=prompts.device)
     for p in prompt_len.unique().tolist():
         rows = (prompt_len == p).nonzero().squeeze(1)
         for part in rows.split(chunk):
             out[part] = net.generate(prompts[part, :p], width, temperature=temperature, generator=generator)[:, p:]
     net.train(was_training)
-    return out.masked_fill(torch.arange(width)[None, :] >= response_lengths(out)[:, None], PAD)
+    return out.masked_fill(torch.arange(width, device=out.device)[None, :] >= response_lengths(out)[:, None], PAD)
