@@ -6,6 +6,7 @@ import torch
 
 from genlab import runner
 from genlab.data.loader import loader
+from genlab.errors import GenlabError
 from genlab.models.gpt import GPT, windows
 from genlab.nn.transformer import Transformer, TransformerConfig
 
@@ -14,6 +15,11 @@ def train_lm(cfg, *, stage: str, run: str, net_cfg: TransformerConfig, optim, ma
              eval_interval: int, val_tokens: int, data: dict[str, torch.Tensor], run_config) -> GPT:
     """Train a GPT on random training windows; validate every ``eval_interval`` steps; return the
     module with its best-on-validation weights loaded."""
+    for split, ids in (("train", data["train"]), ("val", data["val"])):
+        if len(ids) < net_cfg.block_size + 1:   # one window is block_size inputs plus the next-token target
+            raise GenlabError(f"the {split} text has {len(ids)} tokens, fewer than one window of block_size + 1 = "
+                              f"{net_cfg.block_size + 1}", "use a larger corpus (or data.text.val_fraction), "
+                              f"or a smaller {stage} block_size")
     runner.seed_all(cfg)
     module = GPT(Transformer(net_cfg), optim.lr, optim.min_lr, optim.warmup_iters, lr_decay_iters,
                  optim.weight_decay, optim.beta2)
