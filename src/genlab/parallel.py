@@ -70,9 +70,17 @@ def job_seed(job: Any) -> int:
     return zlib.crc32(repr(spec).encode())
 
 
+POOL_ENV = "GENLAB_WORKERS"   # pool size for every stage (default: one per core); 1 runs jobs inline
+
+
 def default_workers(n_jobs: int) -> int:
-    """One worker per usable core, no more than there are jobs."""
+    """``$GENLAB_WORKERS``, else one worker per usable core; no more than there are jobs."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    wanted = os.environ.get(POOL_ENV, "").strip()
+    if wanted:
+        if not wanted.isdigit():
+            raise GenlabError(f"{POOL_ENV}={wanted!r} is not a whole number", f"unset it, or set {POOL_ENV}=1, 2, …")
+        cores = int(wanted)
     return max(1, min(n_jobs, cores))
 
 

@@ -10,11 +10,12 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from genlab.config.checks import Section
 from genlab.config.classifier import ClassifierConfig, GeneralizationConfig
 from genlab.config.data import DataConfig
 from genlab.config.generative import CnfConfig, FlowMatchingConfig, DiffusionConfig, GenerativeEvalConfig
@@ -45,14 +46,22 @@ class ReportConfig:
 
 
 @dataclass
-class Config:
+class Config(Section):
+    path: ClassVar[str] = "config"
     seed: int = MISSING               # global seed: every stage derives its own seeds from it
+    seeds: list[int] = MISSING        # replicate seeds of the headline estimates (mean ± CI); contains `seed`,
+                                      # whose run is the one saved for later stages
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+
+    def check(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or self.seed not in self.seeds:
+            raise ConfigError(f"seeds={list(self.seeds)} must be distinct and contain seed={self.seed}",
+                              f"e.g. seeds=[{self.seed},{self.seed + 1},{self.seed + 2}]")
 
 
 def _allowed_keys(schema: DictConfig, full_key: str) -> str:

@@ -34,3 +34,18 @@ def train_one(cfg, arch: str, data: dict[str, torch.Tensor], stage: str = "class
     return module, fit_and_test(cfg, module, data, stage=stage, run=run or arch,
                                 run_config=[model_config(cfg, arch), cfg.data.mnist], epochs=c[arch].epochs,
                                 batch_size=c.batch_size)
+
+
+def seed_run(cfg, arch: str, seed: int, data: dict[str, torch.Tensor], keep: bool = False) -> dict:
+    """One replicate of the recipe under ``seed`` (a ``genlab.parallel.run_many`` job).
+
+    Returns the test metrics; with ``keep`` also what the stage saves of its reported model: the weights,
+    the training curve and the test confusion matrix (plain tensors and lists, so they cross processes).
+    """
+    cfg = cfg.copy()
+    cfg.seed = seed
+    module, metrics = train_one(cfg, arch, data, run=arch if seed == 0 else f"{arch}-seed{seed}")
+    if keep:
+        metrics |= {"state_dict": module.net.state_dict(), "history": module.history,
+                    "confusion": module.confusion.compute()}
+    return metrics
