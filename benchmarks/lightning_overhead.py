@@ -9,6 +9,7 @@ Needs `genlab prepare` (reads data/mnist).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,14 +64,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    with initialize_config_dir(str(ROOT / "experiments"), version_base="1.3"):
-        cfg = validate(compose("config", ["logger=disabled", "logger.csv=false", "trainer.progress_bar=false",
-                                          "paths.checkpoints=/tmp/genlab-bench"]))
-    data = load_mnist(cfg)
-    times = {"plain": [], "lightning": []}
-    for _ in range(args.repeats):
-        times["plain"].append(plain(cfg, args.arch, data, args.epochs))
-        times["lightning"].append(lightning(cfg, args.arch, data, args.epochs))
+    # a private checkpoint folder: a fixed /tmp path is shared by every user and run on the machine
+    with tempfile.TemporaryDirectory(prefix="genlab-bench-") as scratch:
+        with initialize_config_dir(str(ROOT / "experiments"), version_base="1.3"):
+            cfg = validate(compose("config", ["logger=disabled", "logger.csv=false", "trainer.progress_bar=false",
+                                              f"paths.checkpoints={scratch}"]))
+        data = load_mnist(cfg)
+        times = {"plain": [], "lightning": []}
+        for _ in range(args.repeats):
+            times["plain"].append(plain(cfg, args.arch, data, args.epochs))
+            times["lightning"].append(lightning(cfg, args.arch, data, args.epochs))
     best = {k: min(v) for k, v in times.items()}
     print(f"{args.arch}: plain {best['plain']:.3f} s/epoch, lightning {best['lightning']:.3f} s/epoch, "
           f"ratio {best['lightning'] / best['plain']:.3f} (goal ≤ 1.10)")

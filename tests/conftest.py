@@ -1,7 +1,9 @@
 """Shared fixtures.
 
 * No network: every test runs with a socket guard that refuses any address outside
-  the loopback range (wandb offline, DDP rendezvous on localhost stay allowed).
+  the loopback range (wandb offline, DDP rendezvous on localhost stay allowed), and any
+  name lookup (``getaddrinfo``) except loopback names; refused lookups are recorded in
+  ``NET_ATTEMPTS``. It guards this process only: ``netaudit/`` checks child processes.
 * ``make_cfg(tmp_path, *overrides)``: the smoke preset, validated, with every output
   path inside ``tmp_path`` — tests never write into the checkout.
 * ``prepared``: the smoke datasets, prepared once per test session.
@@ -33,18 +35,42 @@ def _is_local(address) -> bool:
         return False
 
 
+LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
+NET_ATTEMPTS: list[str] = []   # every refused connect or lookup in this process, for tests to assert on
+
+
+def _is_local_name(host) -> bool:
+    """A host a lookup may resolve without DNS: loopback names and literal loopback addresses."""
+    if host is None:
+        return True
+    host = host.decode() if isinstance(host, bytes) else str(host)
+    if host.lower().rstrip(".") in LOCAL_NAMES or host == "":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 @pytest.fixture(autouse=True, scope="session")
 def no_network():
-    real_connect = socket.socket.connect
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def guarded(self, address):
         if not _is_local(address):
+            NET_ATTEMPTS.append(f"connect {address!r}")
             raise OSError(f"test tried to reach the network: {address!r}")
         return real_connect(self, address)
 
-    socket.socket.connect = guarded
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if not _is_local_name(host):   # a DNS lookup leaks the host name even when no connection follows
+            NET_ATTEMPTS.append(f"getaddrinfo {host!r}")
+            raise socket.gaierror(socket.EAI_NONAME, f"test tried to look up {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect, socket.getaddrinfo = guarded, guarded_getaddrinfo
     yield
-    socket.socket.connect = real_connect
+    socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo
 
 
 def compose_cfg(paths_root: Path, *overrides: str):

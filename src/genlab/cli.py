@@ -5,8 +5,13 @@ DVC stages pass ``--config-dir . --config-name params`` so they run exactly the
 composition DVC tracks in ``params.yaml`` (``dvc exp run -S …`` rewrites it).
 
 Before any work starts the composed config is validated against ``genlab.config``;
-every user-fixable problem (bad key/type/value, missing or corrupt file, NaN loss)
-ends as one line on stderr — ``genlab: error: <problem> — fix: <fix>`` — and exit 2.
+every user-fixable problem (bad key/type/value, missing or corrupt file, NaN loss, an output
+folder that cannot be written) ends as one line on stderr — ``genlab: error: <problem> — fix: <fix>`` —
+and exit 2; Ctrl-C ends as one line saying how to resume, and exit 130.
+
+Relative ``paths.*`` from the configuration resolve against the project root (the folder holding
+``experiments/`` or the ``--config-dir``), wherever genlab runs from; a stage's outputs are renamed into
+place together when it succeeds (``genlab.io.outputs_together``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import importlib
 import os
 import pkgutil
 import sys
+import tempfile
 from pathlib import Path
 
 USAGE = """usage: genlab <command> [key=value ...] [-m] [--config-dir DIR --config-name NAME]
@@ -24,8 +30,8 @@ utility commands:
 {utilities}
 
 examples:
-  genlab classifier model.classifier.epochs=3 logger.wandb.mode=disabled
-  genlab classifier -m model.classifier.mlp_hidden=32,64       # Hydra multirun sweep
+  genlab classifier model.classifier.mlp.epochs=3 logger.wandb.mode=disabled
+  genlab classifier -m model.classifier.mlp.width=32,64        # Hydra multirun sweep
   genlab params experiment=smoke && dvc repro                  # run the smoke preset
 """
 
@@ -105,6 +111,9 @@ def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "
                 if str(err).startswith("unknown config key"):
                     fail(str(err))
             fail(f"'{key}' is not in the composed config — fix: add it with +{key}=…, or check `genlab show`")
+        # "Available options in 'trainer':" is followed by one option per line: keep them on the line
+        if len(lines) > 1 and lines[1].startswith("Available options"):
+            lines = [lines[0], f"{lines[1]} {', '.join(lines[2:]) or '(none)'}"]
         fail(f"{' / '.join(lines[:2])} — fix: check the override against `genlab show` "
              "(append a new key with +key=value)")
     try:
@@ -175,37 +184,123 @@ def sweep_paths(cfg, stage: str):
     return cfg
 
 
+PATH_KEYS = ("data", "models", "checkpoints", "reports", "logs")
+OUTPUT_KEYS = ("models", "checkpoints", "reports", "logs")   # what every stage may write (prepare: data too)
+
+
+def project_root(extra_dir: str | None) -> Path:
+    """The folder relative ``paths.*`` belong to: the ``--config-dir`` (DVC passes ``.``, holding
+    params.yaml), else the parent of the ``experiments/`` in use."""
+    return Path(extra_dir).resolve() if extra_dir else config_dir().parent
+
+
+def anchor_paths(cfg, overrides: list[str], root: Path):
+    """Relative ``paths.*``: those typed on the command line stay relative to the current directory
+    (made absolute), the configuration's own resolve against the project ``root``. Returns the keys
+    moved to ``root`` (empty when running in ``root``)."""
+    here = Path.cwd().resolve()
+    typed = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    moved = []
+    for key in PATH_KEYS:
+        value = Path(cfg.paths[key])
+        if value.is_absolute():
+            continue
+        if f"paths.{key}" in typed or here == root:
+            cfg.paths[key] = str(here / value)
+        else:
+            cfg.paths[key] = str(root / value)
+            moved.append(key)
+    return moved
+
+
+def writable_dir(folder: Path) -> bool:
+    """Whether ``folder`` could be created and written (probes its nearest existing ancestor; creates nothing)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+CACHE_ENV = {   # where libraries keep caches/config under HOME, and the folder name used instead
+    "MPLCONFIGDIR": "matplotlib", "WANDB_CONFIG_DIR": "wandb-config", "WANDB_CACHE_DIR": "wandb-cache",
+    "WANDB_DATA_DIR": "wandb-data", "XDG_CACHE_HOME": "xdg-cache", "XDG_CONFIG_HOME": "xdg-config",
+    "TORCH_HOME": "torch", "TRITON_CACHE_DIR": "triton",
+}
+
+
+def home_fallback(logs: Path) -> None:
+    """With a HOME that cannot be written (a read-only or missing home), give matplotlib, wandb, torch…
+    their cache and config folders under ``<logs>/home-cache`` (or the temp dir), instead of letting each
+    library print its own warnings about it. Variables the user set are kept."""
+    home = Path(os.environ.get("HOME") or Path.home())
+    if writable_dir(home / ".cache") and writable_dir(home / ".config"):
+        return
+    base = logs.absolute() / "home-cache"
+    if not writable_dir(base):
+        base = Path(tempfile.gettempdir()) / f"genlab-home-cache-{os.getuid()}"
+    for var, name in CACHE_ENV.items():
+        if not os.environ.get(var):
+            (base / name).mkdir(parents=True, exist_ok=True)
+            os.environ[var] = str(base / name)
+
+
+def interrupted() -> None:
+    print("genlab: error: interrupted (Ctrl-C) — fix: re-run the same command to resume from the run's last "
+          "checkpoint", file=sys.stderr)
+    sys.exit(130)
+
+
 def run_stage(stage: str, argv: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
     from genlab.config import validate
     from genlab.errors import GenlabError
-    from genlab.runner import seed_all
 
     flags, overrides, multirun = _split(argv)
     extra_dir, name = _flag(flags, "--config-dir", "-cd"), _flag(flags, "--config-name", "-cn") or "config"
     # fail fast, as one line, before Hydra starts a run (a sweep: every swept value)
     for point in sweep_points(overrides) if multirun else [overrides]:
-        compose(point, Path(extra_dir).resolve() if extra_dir else None, name)
+        first = compose(point, Path(extra_dir).resolve() if extra_dir else None, name)
+    root = project_root(extra_dir)
+    moved = anchor_paths(first, overrides, root)
+    if moved:
+        print(f"[genlab] running outside the project: paths.{{{','.join(moved)}}} resolve against {root}")
+    # before torch/matplotlib/wandb are imported: they read these once
+    home_fallback(Path(first.paths.logs))
+    from genlab.io import check_writable, outputs_together
+    from genlab.runner import seed_all, wandb_environment
+    wandb_environment(first.logger.wandb.mode)
     module = importlib.import_module(f"genlab.stages.{stage}")
 
     @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
     def task(cfg: DictConfig) -> None:
         quiet_logs()
         try:
-            cfg = sweep_paths(validate(OmegaConf.to_container(cfg, resolve=True)), stage)
+            cfg = validate(OmegaConf.to_container(cfg, resolve=True))
+            anchor_paths(cfg, overrides, root)
+            cfg = sweep_paths(cfg, stage)
+            # a read-only reports/ must stop the run now, not after training replaced models/
+            check_writable(*(cfg.paths[k] for k in (("data",) if stage == "prepare" else ()) + OUTPUT_KEYS))
             # torch's start-up seed is random: seed before the stage builds anything (networks made
             # before a training run's own seed_all would otherwise differ from process to process)
             seed_all(cfg)
             # Lightning's DDP launcher re-runs `sys.argv` once per extra rank: give it the real command
             sys.argv = [argv0, stage, *sys.argv[1:]]
-            module.run(cfg)
+            with outputs_together():   # a stage that fails half-way replaces none of its outputs
+                module.run(cfg)
         except GenlabError as e:
             fail(str(e))
+        except KeyboardInterrupt:
+            interrupted()
 
-    defaults = [f"hydra.run.dir=logs/hydra/{stage}/${{now:%Y-%m-%d_%H-%M-%S}}",
-                f"hydra.sweep.dir=logs/multirun/{stage}/${{now:%Y-%m-%d_%H-%M-%S}}",
+    logs = Path(first.paths.logs)   # Hydra's own run folders go with the logs (absolute: not into the cwd)
+    defaults = [f"hydra.run.dir={logs}/hydra/{stage}/${{now:%Y-%m-%d_%H-%M-%S}}",
+                f"hydra.sweep.dir={logs}/multirun/{stage}/${{now:%Y-%m-%d_%H-%M-%S}}",
                 f"hydra.job.name={stage}"]
     given = {o.split("=", 1)[0] for o in overrides}
     argv0 = sys.argv[0]   # Hydra parses sys.argv[1:] as its own arguments: the stage is put back in `task`
@@ -259,7 +354,10 @@ def main() -> None:
         print(importlib.import_module(f"genlab.stages.{command}").__doc__)
         print(f"overrides: key=value (see `genlab show`); sweeps: genlab {command} -m key=a,b")
         return
-    run_stage(command, rest)
+    try:
+        run_stage(command, rest)
+    except KeyboardInterrupt:   # before or after the stage itself (imports, Hydra start-up)
+        interrupted()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 * Every write goes to a temp file in the target directory, is fsync'd, then renamed
   over the target, so a crash (or a full disk) never leaves a half-written file.
+* Inside ``outputs_together()`` (the CLI wraps every stage in it) the renames wait until the stage
+  has finished: a stage that fails half-way — after its weights, before its metrics — replaces
+  nothing, so weights and metrics on disk are always both old or both new.
+* ``check_writable`` refuses an output location that cannot be written, before any work starts.
 * A dataset is an ``.npz`` (no pickles) plus a ``.json`` manifest holding its sha256;
   ``load_arrays`` refuses a file whose bytes no longer match.
 * Checkpoints load with ``torch.load(weights_only=True)``: plain tensors and containers only.
@@ -13,8 +17,9 @@ import io
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,8 +28,13 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from genlab.errors import GenlabError
 
 
+# target → its finished temp file, while ``outputs_together`` holds the renames back (None: rename at once)
+_pending: dict[Path, Path] | None = None
+
+
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Call ``write(fh)`` on a temp file next to ``path``, then rename it into place.
+    """Call ``write(fh)`` on a temp file next to ``path``, then rename it into place (inside
+    ``outputs_together``: when the stage ends without an error).
 
     Every genlab output goes through here, so under DDP only global rank 0 writes (the other
     ranks return the path without touching the disk).
@@ -34,7 +44,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # the pid in the name lets a later run tell a killed run's leftovers from a live run's files
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     except OSError as e:
         raise GenlabError(f"cannot write {path}: {e.strerror}", "check that the directory is writable") from None
     try:
@@ -43,7 +54,12 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        if _pending is None:
+            os.replace(tmp, path)
+        else:
+            if (earlier := _pending.pop(path.absolute(), None)) is not None:   # written twice: the last wins
+                earlier.unlink(missing_ok=True)
+            _pending[path.absolute()] = Path(tmp)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise GenlabError(f"writing {path} failed: {e.strerror or e}", "free disk space or fix permissions, then re-run") from None
@@ -51,6 +67,71 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def outputs_together() -> Iterator[None]:
+    """Hold back the renames of every ``atomic_write`` in the block; do them all when it ends without
+    an exception, delete the temp files when it raises (then no output of the block is replaced).
+
+    Ordering: every temp file is complete and fsync'd before the first rename; the renames then run in
+    the order the files were first written (a stage writes its weights, then its metrics and figures),
+    so only a crash during these few renames — not a failure anywhere in the stage's work — could mix
+    old and new outputs. Leftover temp files of killed runs next to the outputs are removed here too.
+    """
+    global _pending
+    outer, _pending = _pending, {}
+    mine = _pending
+    try:
+        yield
+    except BaseException:
+        for tmp in mine.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _pending = outer
+    try:
+        for path, tmp in mine.items():
+            os.replace(tmp, path)
+    except OSError as e:
+        for tmp in mine.values():
+            tmp.unlink(missing_ok=True)
+        raise GenlabError(f"writing {path} failed: {e.strerror or e}", "free disk space or fix permissions, then re-run") from None
+    for parent in {p.parent for p in mine}:
+        _remove_stale_temp_files(parent)
+
+
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Delete ``.<name>.<pid>.*.tmp`` files in ``folder`` whose process no longer exists (a killed run's)."""
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 3)[-3])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, IndexError, PermissionError, OSError):
+            pass
+
+
+def check_writable(*folders: str | Path) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written.
+
+    Nothing is created: the nearest existing ancestor is probed with a temp file (permission bits
+    alone do not tell, e.g. for root or a read-only mount).
+    """
+    for folder in folders:
+        folder = Path(folder).absolute()
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            if not probe.is_dir():
+                raise NotADirectoryError(20, "Not a directory")
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError as e:
+            raise GenlabError(f"cannot write {folder} ({probe} is not writable: {e.strerror or e})",
+                              "make it writable, or point that paths.* key at a writable folder") from None
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -82,8 +163,8 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict | No
     path = Path(path)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    npz = atomic_write(path.with_suffix(".npz"), lambda fh: fh.write(buf.getvalue()))
-    digest = sha256_file(npz)
+    atomic_write(path.with_suffix(".npz"), lambda fh: fh.write(buf.getvalue()))
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()   # the bytes written (the rename may be held back)
     manifest = {"sha256": digest, "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in arrays.items()},
                 "meta": meta or {}}
     write_json(path.with_suffix(".json"), manifest)

@@ -10,14 +10,19 @@ gives every stage:
   resumes from it automatically (loaders and RNG state included, so the result is
   bit-identical to an uninterrupted run); a different config gets a different folder;
 * a clear stop on a NaN/inf loss;
-* CSV + wandb loggers (wandb ``offline`` by default: never touches the network),
-  tagged with stage, git sha and config hash; progress bar.
+* CSV + wandb loggers (wandb ``offline`` by default: never touches the network, telemetry
+  included — see ``wandb_environment``), tagged with stage, git sha and config hash; progress bar;
+  a resumed run appends to its CSV log;
+* a lock on the checkpoint folder, held for the session: a second identical run started while
+  the first is training stops with one line instead of "resuming" from a live checkpoint.
 
 The checkpoint folder is deleted after a successful fit: resume points are for
 interrupted runs, the stage itself saves the final weights it hands on.
 """
 from __future__ import annotations
 
+import csv
+import fcntl
 import os
 import random
 import shutil
@@ -30,8 +35,10 @@ from typing import Any, Iterator
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import section_hash
@@ -77,17 +84,55 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def lr_keys(cfg: DictConfig | None, stage: str, run: str = "") -> list[str]:
+    """Dotted keys of the learning rates a stage's config section holds (``model.gpt.optim.lr``…).
+
+    The section is ``model.<stage>`` or, for stages grouped under one section (``model.rlhf.ppo``),
+    the first ``<stage>`` found below ``model``; narrowed to the run's own subsection when it has one
+    (run ``toy_ot`` → ``model.flow_matching.toy``). Keys ``lr`` and ``*_lr`` (not ``min_lr``) count.
+    """
+    def find(node, path):
+        if not isinstance(node, dict):
+            return None
+        if path and path[-1] == stage:
+            return path, node
+        for k, v in node.items():
+            if (hit := find(v, [*path, k])) is not None:
+                return hit
+        return None
+
+    def lrs(node, path):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                yield from lrs(v, [*path, k])
+            elif k == "lr" or k.endswith("_lr") and not k.startswith("min"):
+                yield ".".join([*path, k])
+
+    if cfg is None or "model" not in cfg:
+        return []
+    hit = find(OmegaConf.to_container(cfg.model, resolve=True), ["model"])
+    if hit is None:
+        return []
+    path, node = hit
+    sub = next((k for k, v in node.items() if isinstance(v, dict) and (run == k or run.startswith(f"{k}_"))), None)
+    if sub is not None and (keys := sorted(lrs(node[sub], [*path, sub]), key=len)):
+        return keys
+    return sorted(lrs(node, path), key=len)
+
+
 class FiniteLoss(Callback):
     """Stop with a one-line message as soon as the training loss is NaN or inf."""
 
-    def __init__(self, stage: str):
+    def __init__(self, stage: str, cfg: DictConfig | None = None, run: str = ""):
         self.stage = stage
+        keys = lr_keys(cfg, stage, run)
+        self.advice = f"lower {' or '.join(keys)}" if keys else "lower the stage's learning rate"
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
             raise GenlabError(f"{self.stage}: training loss became {loss.item()} at step {trainer.global_step}",
-                              f"lower model.{self.stage}.lr, or check the input data for NaNs")
+                              f"{self.advice}, or check the input data for NaNs")
 
 
 class ResumeCursor(Callback):
@@ -166,25 +211,127 @@ def _netrc_has_wandb() -> bool:
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+# wandb's own telemetry (an OpenTelemetry exporter thread in this process, error reporting in its
+# service process) reads the environment, not ``wandb.init(mode=…)``: an "offline" run still looked up
+# and posted to wandb's analytics host. Every process that may import wandb sets these first.
+OFFLINE_ENV = {"WANDB_ERROR_REPORTING": "false", "WANDB_DISABLE_CODE": "true", "WANDB_DISABLE_GIT": "true"}
+ONLINE_INIT_TIMEOUT = 30   # seconds wandb.init may take online before genlab gives up (wandb's default: 90)
+
+
+def wandb_environment(mode: str) -> None:
+    """Put wandb's global settings in the environment for a run in ``mode`` (offline, disabled, online).
+
+    Call before ``import wandb``: offline and disabled runs get ``WANDB_MODE`` and no telemetry or
+    error reports, so nothing leaves the machine; an online run gets ``WANDB_MODE=online``.
+    """
+    os.environ["WANDB_MODE"] = mode
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if mode != "online":
+        os.environ.update(OFFLINE_ENV)
+
+
 def wandb_args(cfg: DictConfig, stage: str, name: str, *tags: str) -> dict:
     """``wandb.init`` arguments shared by every genlab run: grouped by stage (or sweep), tagged with
     the stage and git sha, the full config as a plain dict. Creates ``<logs>/wandb``."""
     wb = cfg.logger.wandb
     (Path(cfg.paths.logs) / "wandb").mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    return dict(project=wb.project, entity=wb.entity, group=wb.group or stage, mode=wb.mode, name=name,
+    wandb_environment(wb.mode)
+    args = dict(project=wb.project, entity=wb.entity, group=wb.group or stage, mode=wb.mode, name=name,
                 job_type=stage, dir=str(cfg.paths.logs), tags=[stage, f"git:{git_sha()}", *tags, *wb.tags],
                 config=OmegaConf.to_container(cfg, resolve=True))
+    if wb.mode == "online":   # fail within a bounded time (a bad key or no route otherwise stalls, then a traceback)
+        probe_wandb_server()
+        import wandb
+        args["settings"] = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT)
+    return args
+
+
+def probe_wandb_server(timeout: float = 5.0) -> None:
+    """Refuse at once a wandb server that does not accept connections (wandb.init would retry until its
+    timeout). Skipped behind a proxy, where only the proxy can tell."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return
+    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise GenlabError(f"logger.wandb.mode=online but the wandb server {url} cannot be reached "
+                          f"({getattr(e, 'strerror', None) or e})",
+                          "check the network and WANDB_BASE_URL, or use logger=wandb_offline "
+                          "(sync later with `wandb sync`)") from None
+
+
+def wandb_init_failed(e: BaseException, mode: str) -> GenlabError:
+    """A failed ``wandb.init`` as one line (online: unreachable server, rejected key, timeout)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = lines[0][:200] if lines else type(e).__name__
+    return GenlabError(f"wandb ({mode}) could not start a run: {why}",
+                       "check `wandb login` / WANDB_API_KEY and the network (WANDB_BASE_URL), "
+                       "or use logger=wandb_offline")
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger, except that a resumed run keeps the rows logged before its resume point
+    (Lightning deletes ``metrics.csv`` whenever the version folder exists). ``fit`` sets
+    ``resume_step`` before the first row is logged; otherwise the file starts afresh."""
+
+    resume_step: int | None = None
+
+    @property
+    def experiment(self):
+        if self._experiment is None:
+            self._experiment = _Writer(self.log_dir, self.resume_step)
+        return self._experiment
+
+
+class _Writer(ExperimentWriter):
+    def __init__(self, log_dir: str, resume_step: int | None):
+        self.resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if self.resume_step is None or not path.is_file():
+            path.unlink(missing_ok=True)
+            return
+        with open(path, newline="") as fh:   # keep what was logged before the checkpoint the run resumes from
+            reader = csv.DictReader(fh)
+            keys = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("step") and float(r["step"]) < self.resume_step]
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.metrics_keys = sorted(keys)
 
 
 def loggers(cfg: DictConfig, stage: str, run: str, run_hash: str) -> list[Logger]:
     out: list[Logger] = []
     if cfg.logger.csv:
-        out.append(CSVLogger(Path(cfg.paths.logs) / "csv", name=stage, version=f"{run}-{run_hash}"))
+        out.append(ResumableCSVLogger(Path(cfg.paths.logs) / "csv", name=stage, version=f"{run}-{run_hash}"))
     if cfg.logger.wandb.mode != "disabled":
         args = wandb_args(cfg, stage, f"{stage}/{run}", f"cfg:{run_hash}")
-        out.append(WandbLogger(save_dir=args.pop("dir"), **args))
+        log = WandbLogger(save_dir=args.pop("dir"), **args)
+        log._wandb_init.pop("anonymous", None)   # Lightning always passes it; wandb warns that it has no effect
+        out.append(log)
     return out
+
+
+def start_loggers(logs: list[Logger], mode: str) -> None:
+    """Start the wandb run now (Lightning would on the first logged step, mid-fit): a failure is one line
+    before any training, not a traceback from inside it."""
+    for log in logs:
+        if isinstance(log, WandbLogger) and rank_zero_only.rank == 0:
+            import wandb
+            try:
+                log.experiment
+            except wandb.Error as e:   # CommError (unreachable, rejected key, init timeout), UsageError…
+                raise wandb_init_failed(e, mode) from None
 
 
 def finish_loggers(logs: list[Logger]) -> None:
@@ -193,6 +340,38 @@ def finish_loggers(logs: list[Logger]) -> None:
         if isinstance(log, WandbLogger):
             import wandb
             wandb.finish()
+
+
+@contextmanager
+def run_lock(ckpt_dir: Path, run: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<ckpt_dir>/.lock`` (rank 0 only); refuse if another process holds it.
+
+    Two identical runs share one checkpoint folder: the second would "resume" from the first's live
+    checkpoint and both would write the same logs. The kernel drops the lock when the holder exits,
+    however it exits, so a killed run never leaves a stale lock.
+    """
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(ckpt_dir / ".lock", "a+")
+    except OSError as e:
+        raise GenlabError(f"cannot write {ckpt_dir}: {e.strerror}", "check that paths.checkpoints is writable") from None
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GenlabError(f"{run}: another genlab process is running this exact run (it holds {ckpt_dir}/.lock)",
+                              "wait for it to finish (or stop it), then re-run; to run both, give this one "
+                              "other paths.checkpoints/models/reports/logs") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()   # closing the file releases the lock
 
 
 @contextmanager
@@ -207,7 +386,16 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
     check_hardware(cfg)
     run_hash = section_hash(run_config, cfg.seed, cfg.trainer.precision)
     ckpt_dir = Path(cfg.paths.checkpoints) / stage / f"{run}-{run_hash}"
-    logs = loggers(cfg, stage, run, run_hash)
+    with run_lock(ckpt_dir, f"{stage}/{run}"):
+        logs = loggers(cfg, stage, run, run_hash)
+        try:
+            start_loggers(logs, cfg.logger.wandb.mode)
+            yield from _trainer(cfg, stage, run, ckpt_dir, logs, max_steps, max_epochs, callbacks, kwargs)
+        finally:
+            finish_loggers(logs)
+
+
+def _trainer(cfg, stage, run, ckpt_dir, logs, max_steps, max_epochs, callbacks, kwargs) -> Iterator[pl.Trainer]:
     t = cfg.trainer
     bar = t.progress_bar and sys.stderr.isatty()   # no carriage-return spam in CI/DVC logs
     callbacks = list(callbacks or [])
@@ -220,16 +408,13 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
         default_root_dir=str(ckpt_dir),
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                    every_n_train_steps=t.checkpoint_every),
-                   FiniteLoss(stage), ResumeCursor(cfg.seed),
+                   FiniteLoss(stage, cfg, run), ResumeCursor(cfg.seed),
                    *([TQDMProgressBar(refresh_rate=max(1, t.log_every))] if bar else []),
                    *callbacks, *([] if clock in callbacks else [clock])],
         **kwargs)
     trainer.genlab_run, trainer.genlab_clock = f"{stage}/{run}", clock
     trainer.genlab_ckpt_dir = ckpt_dir
-    try:
-        yield trainer
-    finally:
-        finish_loggers(logs)
+    yield trainer
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_checkpoints: bool = False) -> TrainClock:
@@ -239,15 +424,26 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val=None, keep_c
     last = ckpt_dir / "last.ckpt"
     if last.exists():
         try:   # refuse a corrupt/unsafe resume point up front, with the fix, before Lightning touches it
-            saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
-        except Exception as e:
-            raise GenlabError(f"{trainer.genlab_run}: cannot resume from {last} ({str(e).splitlines()[0][:120]})",
+            ckpt = torch.load(last, map_location="cpu", weights_only=True)
+            saved = ckpt["state_dict"]
+        except Exception as e:   # an empty file's error has an empty message: name the exception instead
+            why = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            raise GenlabError(f"{trainer.genlab_run}: cannot resume from {last} ({why})",
                               f"delete {ckpt_dir} to start this run afresh") from None
         if {k: v.shape for k, v in saved.items()} != {k: v.shape for k, v in module.state_dict().items()}:
             raise GenlabError(f"{trainer.genlab_run}: {last} holds the weights of a different network (the code "
                               "changed since it was saved)", f"delete {ckpt_dir} to start this run afresh")
         print(f"[genlab] {trainer.genlab_run}: resuming from {last}")
-    trainer.fit(module, train, val, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        for log in trainer.loggers:
+            if isinstance(log, ResumableCSVLogger):
+                log.resume_step = int(ckpt.get("global_step", 0))
+    try:
+        trainer.fit(module, train, val, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    except SystemExit:
+        # Lightning turns Ctrl-C into a "graceful shutdown" and sys.exit(1): give the CLI the interrupt back
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     if not keep_checkpoints and trainer.is_global_zero:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return trainer.genlab_clock

@@ -91,7 +91,14 @@ def environment(data_dir: Path, sha: str) -> dict[str, str]:
 
 
 def sections(reports: Path) -> list[dict]:
+    """One section per ``reports/metrics/<stage>.json`` (pipeline order); refuses a folder without any:
+    an empty report with exit code 0 would look like a successful pipeline."""
     metrics = {p.stem: json.loads(p.read_text()) for p in (reports / "metrics").glob("*.json")}
+    if not metrics:
+        from genlab.errors import GenlabError
+        raise GenlabError(f"no metrics in {reports / 'metrics'}: there is nothing to report",
+                          "run the pipeline's stages first (`dvc repro`), or point paths.reports at a folder "
+                          "holding metrics/*.json")
     names = [s for s in ORDER if s in metrics] + sorted(set(metrics) - set(ORDER))
     out = []
     for name in names:
@@ -188,6 +195,8 @@ def render_html(title: str, secs: list[dict], env: dict[str, str], heads: list[d
     top = (f"<section id='headline'><h2>headline</h2>"
            + _table(["model", "key metric", "value", "cost (train s)", "config"], head_rows)
            + f"</section><section id='diff'><h2>metrics diff (dvc metrics diff HEAD)</h2>{diff_html}</section>")
+    from genlab.report.conclusions import from_sections, render_html as claims_html   # the claims table opens
+    top = claims_html(from_sections(secs)) + top                                       # the report (if any)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}}
@@ -201,7 +210,9 @@ nav ul{{columns:4;font-size:13px}}.scroll{{max-height:300px;overflow-y:auto;disp
 
 
 def render_markdown(title: str, secs: list[dict], env: dict[str, str], heads: list[dict]) -> str:
-    lines = [f"# {title}", "", "| model | key metric | value | cost (train s) |", "|---|---|---|---|"]
+    from genlab.report.conclusions import from_sections, render_markdown as claims_md  # claims first (if any)
+    lines = [f"# {title}", "", *claims_md(from_sections(secs)),
+             "| model | key metric | value | cost (train s) |", "|---|---|---|---|"]
     lines += [f"| {h['model']} | {h['metric']} | {fmt(h['value'])} | "
               f"{'—' if h['seconds'] is None else format(h['seconds'], '.0f')} |" for h in heads]
     lines += [""]

@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from genlab.runner import wandb_args
+from genlab.runner import wandb_args, wandb_environment, wandb_init_failed
 
 HEADER = re.compile(r"^--- (.+?) ---$", re.M)    # gpt samples: "--- sample 1 (temperature 0.8, top-k 40) ---"
 
@@ -53,11 +53,15 @@ def publish(cfg, reports: Path, names: list[str]) -> int:
     """Log the figures, text tables and metrics of each stage in ``names``; returns the runs logged."""
     if cfg.logger.wandb.mode == "disabled":
         return 0
+    wandb_environment(cfg.logger.wandb.mode)   # before wandb's import: its telemetry reads the environment
     import wandb
 
     for name in names:
         figures = reports / "figures" / name
-        run = wandb.init(**wandb_args(cfg, name, f"{name}/results", "results"), reinit="create_new")
+        try:
+            run = wandb.init(**wandb_args(cfg, name, f"{name}/results", "results"), reinit="create_new")
+        except wandb.Error as e:   # online: rejected key, server timeout
+            raise wandb_init_failed(e, cfg.logger.wandb.mode) from None
         try:
             media = {f"{name}/{p.stem}": wandb.Image(str(p), caption=p.stem) for p in sorted(figures.glob("*.png"))}
             for p in sorted(figures.glob("*.txt")):
