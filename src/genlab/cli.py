@@ -32,12 +32,13 @@ utility commands:
 examples:
   genlab classifier model.classifier.mlp.epochs=3 logger.wandb.mode=disabled
   genlab classifier -m model.classifier.mlp.width=32,64        # Hydra multirun sweep
-  genlab params experiment=smoke && dvc repro                  # run the smoke preset
+  dvc exp run --temp -S experiment=smoke                       # run the smoke preset (a DVC experiment)
 """
 
 UTILITIES = {   # command → (arguments, what it does)
     "show": ("[key=value ...]", "print the composed, validated config (same overrides as a stage)"),
-    "params": ("[key=value ...]", "write the composed config to params.yaml (what DVC tracks)"),
+    "params": ("[key=value ...] [--out FILE] [--force]",
+               "write the composed config to params.yaml (what DVC tracks; only the default unless --force)"),
     "check-sweep": ("FILE", "validate a wandb sweep file offline (parameters compose into valid configs)"),
 }
 
@@ -81,8 +82,9 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "config"):
-    """Compose + validate like a run would (without running). Returns a plain DictConfig."""
+def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "config", raw: bool = False):
+    """Compose + validate like a run would (without running). Returns a plain DictConfig: the validated
+    one, or with ``raw`` Hydra's resolved composition as DVC's Hydra integration writes it to params.yaml."""
     import yaml
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -117,9 +119,13 @@ def compose(overrides: list[str], primary_dir: Path | None = None, name: str = "
         fail(f"{' / '.join(lines[:2])} — fix: check the override against `genlab show` "
              "(append a new key with +key=value)")
     try:
-        return validate(cfg)
+        validated = validate(cfg)
     except GenlabError as e:
         fail(str(e))
+    if raw:
+        OmegaConf.resolve(cfg)
+        return cfg
+    return validated
 
 
 def sweep_points(overrides: list[str]) -> list[list[str]]:
@@ -335,17 +341,31 @@ def main() -> None:
     if command in ("show", "params"):
         from omegaconf import OmegaConf
 
+        force, out = "--force" in rest, None
+        rest = [a for a in rest if a != "--force"]
+        if "--out" in rest:
+            i = rest.index("--out")
+            if i + 1 == len(rest):
+                fail("--out needs a file — fix: genlab params [key=value ...] --out FILE")
+            out, rest = rest[i + 1], rest[:i] + rest[i + 2:]
         flags, overrides, _ = _split(rest)
         extra_dir = _flag(flags, "--config-dir", "-cd")
-        cfg = compose(overrides, Path(extra_dir).resolve() if extra_dir else None,
-                      _flag(flags, "--config-name", "-cn") or "config")
+        where = (Path(extra_dir).resolve() if extra_dir else None, _flag(flags, "--config-name", "-cn") or "config")
+        cfg = compose(overrides, *where, raw=command == "params")
         text = OmegaConf.to_yaml(cfg)
         if command == "show":
             print(text, end="")
         else:
             from genlab.io import atomic_write
-            atomic_write("params.yaml", lambda fh: fh.write(text), mode="w")
-            print("[genlab] wrote params.yaml")
+            # the tracked params.yaml holds the default composition (tests and `dvc status` rely on it):
+            # a preset or override goes to a DVC experiment, another file, or needs --force
+            if out is None and not force and overrides and cfg != compose([], *where, raw=True):
+                fail(f"`genlab params {' '.join(overrides)}` would rewrite the tracked params.yaml with a "
+                     f"non-default config — fix: run it as a DVC experiment, which leaves params.yaml alone: "
+                     f"dvc exp run --temp {' '.join('-S ' + o for o in overrides)} (or write another file with "
+                     "--out FILE, or overwrite params.yaml anyway with --force)")
+            atomic_write(out or "params.yaml", lambda fh: fh.write(text), mode="w")
+            print(f"[genlab] wrote {out or 'params.yaml'}")
         return
     available = stages()
     if command not in available:

@@ -58,9 +58,11 @@ WORKER_ENV = "GENLAB_WORKER"
 
 
 def job_name(job: Any) -> str:
-    """A short label for a job: ``seed=1, width=64`` for a dict, the repr otherwise."""
+    """A short label for a job: ``seed=1, width=64`` for a dict (its scalar entries: a config or a
+    dataset handed to every job names nothing), the repr otherwise."""
     if isinstance(job, dict):
-        return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in job.items())
+        return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in job.items()
+                         if v is None or isinstance(v, (bool, int, float, str)))
     return repr(job)
 
 
