@@ -138,15 +138,17 @@ def test_score_is_consistent_per_problem():
     assert torch.allclose(s["answer_logprob"], expected, atol=1e-5)
 
 
-def test_problems_keep_only_the_configured_digit_counts():
-    from genlab.errors import GenlabError
+def test_problems_are_the_same_for_every_run_and_split_disjointly(tmp_path, make_cfg):
     from genlab.stages.emergence import problems
 
-    arrays = {"test_a": np.array([7, 123, 4567]), "test_b": np.array([5, 456, 1]), "test_digits": np.array([2, 3, 4])}
-    ids, prompt_len, answer_len, digits = problems(arrays, "test", [2, 3], reverse=True)
-    assert digits.tolist() == [2, 3] and answer_len.tolist() == [3, 4] and ids.size(0) == 2
-    with pytest.raises(GenlabError, match="has digits \\[2, 3, 4\\]"):
-        problems(arrays, "test", [5], reverse=True)
+    cfg = make_cfg(tmp_path, "model.emergence.digits=[1,3]", "model.emergence.n_train=50",
+                   "model.emergence.n_val=10", "model.emergence.n_test=20")
+    data, again = problems(cfg), problems(cfg)
+    assert all(torch.equal(x, y) for split in data for x, y in zip(data[split], again[split]))
+    ids, prompt_len, answer_len, digits = data["test"]
+    assert digits.tolist().count(1) == 20 and digits.tolist().count(3) == 20      # 1 digit: 100 pairs, ≤ 1/5 test
+    assert set(answer_len[digits == 3].tolist()) == {4} and set(prompt_len[digits == 1].tolist()) == {4}
+    assert digits.tolist().count(1) + data["val"][3].tolist().count(1) + data["train"][3].tolist().count(1) <= 100
 
 
 def test_init_scale_multiplies_every_weight_matrix_of_the_gpt2_init(tmp_path, make_cfg):
@@ -162,29 +164,35 @@ def test_init_scale_multiplies_every_weight_matrix_of_the_gpt2_init(tmp_path, ma
 
 # --- smoke run of the stage family -----------------------------------------------------
 
-def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
+SMALL = ("model.emergence.digits=[1,2]", "model.emergence.n_train=200", "model.emergence.n_val=20",
+         "model.emergence.n_test=50", "model.emergence.val_every=3", "model.emergence.patience=2")
+
+
+def test_emergence_stages_smoke(tmp_path, make_cfg):
     import json
 
     from genlab.io import load_model
     from genlab.stages import emergence, emergence_eval
 
-    data = (f"paths.data={prepared / 'data'}", "model.emergence.digits=[2]")   # the smoke data has 2 digits only
-    cfg = make_cfg(tmp_path, *data)
-    for width in cfg.model.emergence.widths:                            # what each DVC foreach item runs
-        emergence.run(make_cfg(tmp_path, *data, f"model.emergence.only={width}"))
+    cfg = make_cfg(tmp_path, *SMALL)
+    emergence.run(cfg)
     payload = load_model(tmp_path / "models" / "emergence" / "w8.pt", expect_config=emergence.model_config(cfg, 8))
     n_layer, d = cfg.model.emergence.n_layer, 8
     assert payload["results"]["n_params"] == n_layer * (12 * d * d + 13 * d) + 2 * d   # 12·L·d² + biases/LNs
+    assert sorted(payload["results"]["seeds"]) == [str(s) for s in cfg.seeds]
+    run = payload["results"]["seeds"]["0"]
+    assert run["steps"] <= cfg.model.emergence.steps and run["val_history"][0]["step"] == 3
+    assert {"val_exact_match_1", "val_exact_match_2"} <= set(run["val_history"][0])
     emergence_eval.run(cfg)
     metrics = json.loads((tmp_path / "reports" / "metrics" / "emergence.json").read_text())
     assert set(metrics["sizes"]) == {"w8", "w16"}
-    for size in metrics["sizes"].values():
-        assert {"exact_match", "per_digit_accuracy", "edit_distance", "answer_logprob"} <= set(size)
-        assert size["by_digits"]["2"]["n_problems"] == 100
-    assert 0 < metrics["schaeffer"]["sizes"]["w8"]["token_p"] < 1
+    cell = metrics["sizes"]["w8"]["by_digits"]["2"]
+    assert {"exact_match", "token_accuracy", "per_digit_accuracy", "edit_distance", "answer_logprob"} <= set(cell)
+    assert cell["answer_tokens"] == 4 and len(cell["exact_match"]["ci95"]) == 2
+    assert {"transition", "saturated"} <= set(metrics["schaeffer"])
     figures = {p.name for p in (tmp_path / "reports" / "figures" / "emergence").iterdir()}
-    assert {"metrics_vs_size.png", "metrics_vs_digits.png", "schaeffer_toy_model.png"} <= figures
-    assert (tmp_path / "reports" / "plots" / "emergence" / "metrics_vs_size.csv").exists()
+    assert {"metrics_vs_size.png", "predicted_vs_measured.png", "exact_match_vs_length.png", "val_curves.png"} <= figures
+    assert (tmp_path / "reports" / "plots" / "emergence" / "val_curves.csv").exists()
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -192,6 +200,9 @@ def test_emergence_stages_smoke(prepared, tmp_path, make_cfg):
     ({"widths": [8, 15]}, "must be positive multiples of n_head=2"),
     ({"steps": 0}, "model.emergence.steps must be > 0"),
     ({"digits": [0, 2]}, "must be positive digit counts"),
+    ({"seeds": [1, 1]}, "must be distinct seeds"),
+    ({"transition_band": [0.9, 0.1]}, "must be [lo, hi]"),
+    ({"window": 1.0}, "must be an N ratio > 1"),
 ])
 def test_emergence_config_is_validated(override, needle, make_cfg, tmp_path):
     from omegaconf import OmegaConf

@@ -17,27 +17,42 @@ from genlab.errors import ConfigError
 @dataclass
 class EmergenceConfig(Section):
     path: ClassVar[str] = "model.emergence"
-    widths: list[int] = MISSING       # model sizes (n_embd), one DVC foreach item each
+    widths: list[int] = MISSING       # model sizes (n_embd); every (width, seed) is one job of the run pool
     n_layer: int = MISSING
     n_head: int = MISSING
-    only: Optional[int] = MISSING     # train just this width (one DVC foreach item); null: every width
-    digits: list[int] = MISSING       # operand digit counts trained and scored on
-    steps: int = MISSING              # the same training budget for every size
+    only: Optional[int] = MISSING     # train just this width (all seeds); null: every width
+    seeds: Optional[list[int]] = MISSING   # replicate seeds per size; null: the global `seeds`
+    digits: list[int] = MISSING       # operand digit counts: trained on as a mix, scored one by one
+    n_train: int = MISSING            # problems per digit count (fewer when the digit count has fewer)
+    n_val: int = MISSING
+    n_test: int = MISSING
+    steps: int = MISSING              # step cap of every size
+    val_every: int = MISSING          # steps between validation checks (early stopping, curves)
+    patience: int = MISSING           # checks without a min_rel_delta fall of the validation loss: stalled
+    min_rel_delta: float = MISSING
+    solved_at: float = MISSING        # validation exact match at every digit count that stops a run: solved
+    threshold: float = MISSING        # validation exact match of steps-to-threshold, per digit count
     batch_size: int = MISSING
-    lr: float = MISSING               # peak; warmup then cosine decay to 0.1·lr
+    lr: float = MISSING               # peak; warmup then cosine decay to 0.1·lr over `steps`
     warmup_steps: int = MISSING
     weight_decay: float = MISSING
     grad_clip: float = MISSING        # max global gradient norm
     dropout: float = MISSING
     pos: str = MISSING                # learned absolute positions | rope
     init_scale: float = MISSING       # × GPT-2's N(0, 0.02) init of every weight matrix
-    threads: int = MISSING            # torch threads: these models are so small that more threads only add sync
+    threads: int = MISSING            # torch threads per job: these models are so small that more only add sync
+    transition_band: list[float] = MISSING   # [lo, hi]: a (size, length) cell with mean exact match inside is
+                                             # "in transition", outside "saturated" (at the floor or ceiling)
+    window: float = MISSING           # largest N ratio of a "size interval" in the abrupt-vs-smooth test
+    tolerance: float = MISSING        # "p^L predicts exact match within x": x, mean |error| at transition cells
 
     def check(self):
         positive(self, "n_layer", "n_head", "threads", "steps", "batch_size", "lr", "warmup_steps", "grad_clip",
-                 "init_scale")
-        nonnegative(self, "weight_decay")
+                 "init_scale", "n_train", "n_val", "n_test", "val_every", "patience", "tolerance")
+        nonnegative(self, "weight_decay", "min_rel_delta")
         fraction(self, "dropout")
+        fraction(self, "solved_at")
+        fraction(self, "threshold")
         one_of(self, "pos", ("learned", "rope"))
         if not self.digits or min(self.digits) <= 0:
             raise ConfigError(f"model.emergence.digits={self.digits} must be positive digit counts", "e.g. digits=[2]")
@@ -47,6 +62,15 @@ class EmergenceConfig(Section):
                               f"{self.n_head} (with an even head dimension for pos=rope)", "e.g. widths=[8,16,32]")
         if self.only is not None:
             one_of(self, "only", tuple(self.widths))
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ConfigError(f"model.emergence.seeds={self.seeds} must be distinct seeds, or null for the global "
+                              "`seeds`", "e.g. model.emergence.seeds=[0,1,2]")
+        band = list(self.transition_band)
+        if len(band) != 2 or not 0 <= band[0] < band[1] <= 1:
+            raise ConfigError(f"model.emergence.transition_band={band} must be [lo, hi] with 0 ≤ lo < hi ≤ 1",
+                              "e.g. transition_band=[0.05,0.95]")
+        if self.window <= 1:
+            raise ConfigError(f"model.emergence.window={self.window} must be an N ratio > 1", "e.g. window=2.0")
 
 
 @dataclass

@@ -57,3 +57,26 @@ def prepare(cfg, seed: int) -> dict[str, np.ndarray]:
             out[f"{split}_b"].append(part % 10**d)
             out[f"{split}_digits"].append(np.full(len(part), d))
     return {k: np.concatenate(v).astype(np.int64) for k, v in out.items()}
+
+
+def sample_splits(digits, n_train: int, n_val: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
+    """Disjoint train/val/test (a, b, digits) triples for each operand digit count in ``digits``.
+
+    Per digit count d the 10^(2d) distinct (a, b) pairs are drawn without replacement; when the
+    space is small (d = 1: 100 pairs) test takes at most a fifth of it and validation a tenth, and
+    train the rest. Each digit count draws from its own stream ``(seed, d)``, so adding a digit
+    count leaves the problems of the others unchanged. Returns ``{"<split>_<a|b|digits>": [n]}``.
+    """
+    out: dict[str, list] = {f"{s}_{k}": [] for s in ("train", "val", "test") for k in ("a", "b", "digits")}
+    for d in digits:
+        rng = np.random.default_rng([seed, d])
+        space = 10 ** (2 * d)
+        n_total = min(n_train + n_val + n_test, space)
+        codes = rng.choice(space, size=n_total, replace=False)
+        n_te = min(n_test, space // 5)
+        n_va = min(n_val, space // 10)
+        for split, part in (("test", codes[:n_te]), ("val", codes[n_te:n_te + n_va]), ("train", codes[n_te + n_va:])):
+            out[f"{split}_a"].append(part // 10**d)
+            out[f"{split}_b"].append(part % 10**d)
+            out[f"{split}_digits"].append(np.full(len(part), d))
+    return {k: np.concatenate(v).astype(np.int64) for k, v in out.items()}

@@ -14,6 +14,22 @@ with probability p = exp(−L_CE); if tokens were independent, an answer of L to
 right with probability p^L. A smooth power law L_CE(N) = (N/c)^α then gives the sharp-looking
 exact match exp(−L·(N/c)^α) although nothing about the model changes abruptly.
 
+Which p? The toy model needs each (size, length) cell's *own* per-token probability. Two
+estimates are compared here (``cell_predictions``): the token accuracy p_tok (share of answer tokens
+whose argmax is right under teacher forcing) and exp(−L_CE) of that cell. exp(−L_CE) is the
+geometric mean of p(y_t): a confident greedy decoder gets a token right whenever the true token has
+the largest probability, even at p(y_t) = 0.6, so exp(−L_CE)^L underestimates exact match once the
+model is confident, and is too high while the model is near uniform. p_tok^L is exact for independent
+token errors; errors that cluster in the same answers (a carry chain) make measured exact match
+higher than p_tok^L.
+
+Abrupt or smooth (``largest_change``): the share of a metric's whole range over the size grid that
+it covers within one *size interval* — two sizes at most a factor ``window`` apart in N. Above one half
+the metric is abrupt there. A power law m = a·N^(−α) covers log(window)/log(N_max/N_min) of its log
+range in any such interval; on a linear scale, a shallow power law is spread too (a planted law is
+the test). The CI of the share is Welch's over seeds for the difference of the interval's two end
+sizes, divided by the range of the seed-mean curve (treated as fixed).
+
 Answers are strings of single-character tokens (``genlab.data.arithmetic``), so the string
 edit distance is the token edit distance.
 """
@@ -24,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from torchmetrics.functional.text import edit_distance
+
+from genlab.evaluate import stats
 
 
 # --- metrics of generated answers (lists of N strings) ------------------------------------
@@ -98,3 +116,79 @@ def fit_loss_power_law(n_params: np.ndarray, token_loss: np.ndarray) -> tuple[fl
     alpha, intercept = np.polyfit(np.log(np.asarray(n_params, dtype=float)),
                                   np.log(np.asarray(token_loss, dtype=float)), 1)
     return float(np.exp(-intercept / alpha)), float(alpha)
+
+
+# --- the Schaeffer test per (size, length) cell --------------------------------------------
+
+def cell_predictions(exact: np.ndarray, token_accuracy: np.ndarray, token_loss: np.ndarray,
+                     lengths: np.ndarray) -> dict[str, np.ndarray]:
+    """Predicted exact match of every cell from that cell's own per-token p, two ways.
+
+    exact, token_accuracy, token_loss ``[..., K]`` (any leading axes: sizes, seeds), lengths ``[K]``
+    answer tokens L of the K lengths. Returns ``[..., K]`` arrays: ``p_tok`` = token_accuracy^L,
+    ``exp_ce`` = exp(−L_CE)^L, and their errors ``err_p_tok`` = p_tok^L − exact, ``err_exp_ce``.
+    """
+    lengths = np.asarray(lengths, dtype=float)
+    p_tok = toy_exact_match(token_accuracy, lengths)
+    exp_ce = toy_exact_match(token_p(token_loss), lengths)
+    exact = np.asarray(exact, dtype=float)
+    return {"p_tok": p_tok, "exp_ce": exp_ce, "err_p_tok": p_tok - exact, "err_exp_ce": exp_ce - exact}
+
+
+def transition_cells(mean_exact: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    """``[S, K]`` bool: cells whose seed-mean exact match lies strictly inside ``band`` (in transition);
+    the rest are saturated — at the floor or at the ceiling, where any p ≈ 0 or ≈ 1 predicts well."""
+    lo, hi = band
+    return (mean_exact > lo) & (mean_exact < hi)
+
+
+def per_seed_mean_abs_error(errors: np.ndarray, cells: np.ndarray) -> np.ndarray | None:
+    """errors ``[S, R, K]`` (sizes, seeds, lengths), cells ``[S, K]`` bool → ``[R]`` mean |error| over the
+    chosen cells for each seed (the unit of the CI), or None when no cell is chosen."""
+    if not cells.any():
+        return None
+    return np.array([np.abs(errors[:, r, :][cells]).mean() for r in range(errors.shape[1])])
+
+
+def largest_change(n_params: np.ndarray, values: np.ndarray, window: float, higher_is_better: bool = True,
+                   log: bool = False, interval: tuple[int, int] | None = None) -> dict:
+    """How much of its range a metric covers within one size interval (N_j / N_i ≤ ``window``).
+
+    n_params ``[S]`` ascending, values ``[S, R]`` (sizes × seeds). On ``log`` scale the values are
+    log-transformed first (a loss: a power law is then a straight line in log N). With the seed means
+    m̄_i and range R = max m̄ − min m̄, the share of interval (i, j) is (m̄_j − m̄_i)/R, signed so that
+    improvement is positive. The interval with the largest share is chosen (or ``interval`` is used);
+    its CI is Welch's t-interval of m̄_j − m̄_i over seeds, divided by R.
+
+    Verdict: "abrupt" if the CI lies above 1/2, "smooth" if below, "inconclusive" if it straddles 1/2;
+    "flat" when the range is 0 (no change to share). Returns {"share", "ci", "interval": [N_i, N_j],
+    "index": [i, j], "range", "verdict", "method"}.
+    """
+    n = np.asarray(n_params, dtype=float)
+    v = np.asarray(values, dtype=float)
+    if log:
+        v = np.log(np.maximum(v, 1e-12))
+    if not higher_is_better:
+        v = -v
+    mean = v.mean(1)
+    span = float(mean.max() - mean.min())
+    if span <= 0:
+        return {"share": 0.0, "ci": [0.0, 0.0], "interval": None, "index": None, "range": 0.0, "verdict": "flat",
+                "method": "no change over the size grid"}
+    if interval is None:
+        pairs = [(i, j) for i in range(len(n)) for j in range(i + 1, len(n)) if n[j] / n[i] <= window * (1 + 1e-9)]
+        if not pairs:
+            pairs = [(i, i + 1) for i in range(len(n) - 1)]     # a grid coarser than the window: neighbours
+        interval = max(pairs, key=lambda ij: mean[ij[1]] - mean[ij[0]])
+    i, j = interval
+    share = float((mean[j] - mean[i]) / span)
+    if v.shape[1] >= 2:
+        diff = stats.unpaired_difference(v[j], v[i])
+        ci = None if diff["ci"] is None else [diff["ci"][0] / span, diff["ci"][1] / span]
+        method = diff["method"] + ", divided by the range of the seed-mean curve"
+    else:
+        ci, method = None, "one seed: no interval"
+    verdict = stats.verdict(ci, 0.5, "greater")
+    word = {"holds": "abrupt", "does not hold": "smooth", "inconclusive": "inconclusive"}[verdict]
+    return {"share": share, "ci": ci, "interval": [float(n[i]), float(n[j])], "index": [int(i), int(j)],
+            "range": span, "verdict": word, "method": method}
