@@ -63,15 +63,6 @@ def table(sizes: list[dict], digits: list[str], metric: str) -> np.ndarray:
     return np.array([[[r["by_digits"][d][metric] for d in digits] for r in s["runs"]] for s in sizes], dtype=float)
 
 
-def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """values ``[S, R]`` → mean, CI low, CI high ``[S]`` (Student-t over seeds; the mean when one seed)."""
-    rows = [stats.summarize(v) for v in values]
-    mean = np.array([r["mean"] for r in rows])
-    lo = np.array([r["ci"][0] if r["ci"] else r["mean"] for r in rows])
-    hi = np.array([r["ci"][1] if r["ci"] else r["mean"] for r in rows])
-    return mean, lo, hi
-
-
 def summary_cell(values: np.ndarray) -> dict:
     s = stats.summarize(values)
     return {"mean": s["mean"], "sd": s["sd"], "ci95": s["ci"]}
@@ -148,13 +139,17 @@ def claims(n: np.ndarray, tables: dict, digits: list[str], d: str, sch: dict, c)
 
 
 def metric_panels(sizes: list[dict], tables: dict, digits: list[str]) -> plt.Figure:
-    """One panel per metric vs N, one line per digit count, bands: 95% t-CI over seeds."""
+    """One panel per metric vs N, one line per digit count (the seed mean), band: the range over seeds.
+
+    The band is the seeds' min–max, not the 95% t-CI: with 3 seeds t_{0.975,2} = 4.3 makes the CI span
+    most of the axis; the CIs are in emergence.json."""
     n = np.array([s["n_params"] for s in sizes], dtype=float)
     fig, axes = plt.subplots(2, 4, figsize=(16, 7))
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(digits)))
     for ax, m in zip(axes.flat, HIGHER_IS_BETTER):
         for k, (colour, d) in enumerate(zip(colours, digits)):
-            mean, lo, hi = band(tables[m][:, :, k])
+            v = tables[m][:, :, k]
+            mean, lo, hi = v.mean(1), v.min(1), v.max(1)
             ax.plot(n, mean, "o-", color=colour, ms=3, label=f"{d} digits (L={int(d) + 2})")
             ax.fill_between(n, lo, hi, color=colour, alpha=0.2)
         ax.set(xscale="log", xlabel="non-embedding parameters N", title=LABELS[m],
@@ -162,7 +157,7 @@ def metric_panels(sizes: list[dict], tables: dict, digits: list[str]) -> plt.Fig
         ax.grid(alpha=0.3)
     axes.flat[-1].axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"emergence on addition: every metric vs size, mean and 95% CI over "
+    fig.suptitle(f"emergence on addition: every metric vs size, mean and range over "
                  f"{tables['exact_match'].shape[1]} seeds")
     fig.tight_layout()
     return fig
@@ -241,7 +236,7 @@ def run(cfg) -> None:
                           | {"answer_tokens": int(lengths[k]), "transition": bool(cells[s_i, k])}
                           for k, d in enumerate(digits)}}
     schaeffer_out = {k: v for k, v in sch.items() if k != "predicted"}
-    metrics = {"seeds": sizes[0]["runs"] and [r["seed"] for r in sizes[0]["runs"]], "digits": digits,
+    metrics = {"seeds": [r["seed"] for r in sizes[0]["runs"]], "digits": digits,
                "sizes": per_size, "schaeffer": schaeffer_out, "transition": shape, "verdict_by_digits": verdicts,
                "claim_digits": claim_digits, "verdict": verdicts.get(claim_digits, "no length emerges on this grid")}
     rows = claims(n, tables, digits, claim_digits, sch, c) if claim_digits is not None else []
