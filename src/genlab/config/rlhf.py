@@ -15,19 +15,24 @@ from genlab.errors import ConfigError
 
 @dataclass
 class RlhfTaskConfig(Section):
-    """The task, the gold reward (the "human") and the noisy demonstrations."""
+    """The task, the gold reward (the "human") and the demonstrations with a systematic carry habit."""
     path: ClassVar[str] = "model.rlhf.task"
     digits: list[int] = MISSING       # operand digit counts (from data.arithmetic)
     format_weight: float = MISSING    # gold = (1 − w)·digit accuracy + w·[exact format]
+    carry_error: float = MISSING      # share of units-carry prompts whose demonstrator writes a + b − 10
     digit_noise: float = MISSING      # fraction of SFT demonstrations with one wrong digit
     format_noise: float = MISSING     # fraction with the last digit dropped or a stray digit appended
     temperature: float = MISSING      # sampling temperature of rollouts, pairs and evaluation
     eval_prompts: int = MISSING       # test prompts every policy is evaluated on (same prompts for all)
+    temperatures: list[float] = MISSING   # the SFT temperature curve, the KL-matched baseline (0 = greedy)
     threads: int = MISSING            # torch threads: these models are so small that more threads only add sync
 
     def check(self):
         positive(self, "temperature", "eval_prompts", "threads")
-        fraction(self, "format_weight", "digit_noise", "format_noise")
+        fraction(self, "format_weight", "digit_noise", "format_noise", "carry_error")
+        if not self.temperatures or min(self.temperatures) < 0 or 1.0 not in list(self.temperatures):
+            raise ConfigError(f"{self.path}.temperatures must be ≥ 0 and contain 1.0 (got {self.temperatures})",
+                              "e.g. model.rlhf.task.temperatures=[1.0,0.7,0.5,0.3,0.0]")
         if not self.digits or min(self.digits) < 1:
             raise ConfigError(f"{self.path}.digits must be a non-empty list of ints ≥ 1 (got {self.digits})",
                               "e.g. model.rlhf.task.digits=[3]")
@@ -73,7 +78,7 @@ class RewardModelConfig(Section):
     pairs: int = MISSING              # training pairs (generated)
     val_pairs: int = MISSING          # held-out pairs
     label_temperature: float = MISSING   # BT labels: P(y1 ≻ y2) = σ((gold1 − gold2) / τ)
-    margin: float = MISSING           # loss margin m = margin·|gold_c − gold_r| (0: plain BT)
+    margin: float = MISSING           # m = margin·(labeller margin of the pairs file), never gold
     center: float = MISSING           # reward-centering coefficient η·(r_c + r_r)²
     extra_layers: int = MISSING       # fresh blocks on top of the SFT transformer (compare, then aggregate)
     freeze_sft: bool = MISSING        # train only the fresh blocks, final LN and head
@@ -98,8 +103,10 @@ class RewardModelConfig(Section):
 @dataclass
 class PpoConfig(Section):
     path: ClassVar[str] = "model.rlhf.ppo"
-    steps: int = MISSING              # rollout → GAE → PPO-epochs iterations
-    rollouts: int = MISSING           # prompts per iteration
+    algorithms: list[str] = MISSING   # ppo (critic + GAE) | rloo (Ahmadian 2024) | grpo (Shao 2024), same budget
+    group: int = MISSING              # rloo/grpo: samples per prompt (rollouts/group prompts per iteration)
+    steps: int = MISSING              # rollout → advantages → PPO-epochs iterations
+    rollouts: int = MISSING           # responses per iteration (every algorithm)
     epochs: int = MISSING             # PPO epochs over each rollout batch
     minibatches: int = MISSING
     lr: float = MISSING
@@ -121,6 +128,10 @@ class PpoConfig(Section):
         positive(self, "steps", "rollouts", "epochs", "minibatches", "lr", "clip", "value_clip", "target_kl",
                  "horizon", "grad_clip", "eval_every")
         one_of(self, "kl_estimator", ("k1", "k3"))
+        one_of(self, "algorithms", ("ppo", "rloo", "grpo"))
+        if self.group < 2 or self.rollouts % self.group:
+            raise ConfigError(f"{self.path}.group={self.group} must be ≥ 2 and divide rollouts={self.rollouts}",
+                              "e.g. rollouts=256 group=4")
         if self.kl_coef < 0 or self.vf_coef < 0 or not 0 < self.gamma <= 1 or not 0 <= self.lam <= 1:
             raise ConfigError(f"{self.path}: need kl_coef ≥ 0, vf_coef ≥ 0, 0 < gamma ≤ 1, 0 ≤ lam ≤ 1",
                               "e.g. kl_coef=0.05 gamma=1 lam=0.95")
@@ -134,6 +145,7 @@ class DpoConfig(Section):
     path: ClassVar[str] = "model.rlhf.dpo"
     losses: list[str] = MISSING
     beta: float = MISSING             # β of DPO / hinge, τ of IPO
+    ipo_length_norm: bool = MISSING   # IPO on per-token mean log-ratios (TRL's IPO), not sums
     steps: int = MISSING
     batch_size: int = MISSING
     lr: float = MISSING
@@ -150,12 +162,14 @@ class OveroptimizationConfig(Section):
     rm_pairs: list[int] = MISSING     # RM training-set sizes
     rm_steps: int = MISSING
     n_max: int = MISSING              # best-of-n for n = 1, 2, 4, … ≤ n_max (unbiased estimator)
-    prompts: int = MISSING            # prompts for best-of-n
-    ppo_steps: int = MISSING          # PPO against each reward model (checkpoints every eval_every)
+    prompts: int = MISSING            # prompts for best-of-n and the PPO curve
+    ppo_steps: int = MISSING          # PPO against the smallest-data reward model, over `seeds`
+    ppo_eval_every: int = MISSING     # iterations between the curve's evaluations (≥ 8 points)
     kl_coef: float = MISSING          # weak penalty, so the policy travels far enough to over-optimize
+    n_boot: int = MISSING             # bootstrap resamples (prompts) for the Gao fits' intervals
 
     def check(self):
-        positive(self, "rm_steps", "n_max", "prompts", "ppo_steps")
+        positive(self, "rm_steps", "n_max", "prompts", "ppo_steps", "ppo_eval_every", "n_boot")
         if not self.rm_pairs or min(self.rm_pairs) < 2 or self.kl_coef < 0:
             raise ConfigError(f"{self.path}: rm_pairs must be ≥ 2 each and kl_coef ≥ 0 (got {self.rm_pairs})",
                               "e.g. rm_pairs=[100,400,4000]")

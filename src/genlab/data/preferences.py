@@ -39,8 +39,9 @@ def _ids(text, field: str, where: str) -> list[int]:
 
 
 def read_jsonl(path: str | Path, width: int) -> dict[str, torch.Tensor]:
-    """Lines ``{"prompt": "123+456=", "chosen": "9750\\n", "rejected": "9650\\n"}`` → padded tensors:
-    prompts ``[N, P]``, prompt_len ``[N]``, chosen / rejected ``[N, width]`` (EOS appended if missing)."""
+    """Lines ``{"prompt": "123+456=", "chosen": "9750\\n", "rejected": "9650\\n"}`` with an optional
+    ``"margin": 1.5`` (the labeller's strength of preference, ≥ 0; default 0) → padded tensors: prompts
+    ``[N, P]``, prompt_len ``[N]``, chosen / rejected ``[N, width]`` (EOS appended if missing), margin ``[N]``."""
     path = Path(path)
     if not path.exists():
         raise GenlabError(f"missing preference file {path}", "set model.rlhf.reward_model.jsonl to an existing file")
@@ -63,10 +64,15 @@ def read_jsonl(path: str | Path, width: int) -> dict[str, torch.Tensor]:
                 raise GenlabError(f"{where}: '{key}' has {len(ids)} tokens, more than {width}",
                                   "shorten it or raise model.rlhf.task.digits")
             responses.append(ids + [PAD] * (width - len(ids)))
-        rows.append((_ids(obj["prompt"], "prompt", where), *responses))
+        margin = obj.get("margin", 0.0)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < float("inf"):
+            raise GenlabError(f"{where}: 'margin' must be a finite number ≥ 0 (got {margin!r})",
+                              "omit it, or give the labeller's strength of preference")
+        rows.append((_ids(obj["prompt"], "prompt", where), *responses, float(margin)))
     if len(rows) < 2:
         raise GenlabError(f"{path} holds {len(rows)} preference pairs", "provide at least 2 lines")
     p = max(len(r[0]) for r in rows)
     return {"prompts": torch.tensor([r[0] + [PAD] * (p - len(r[0])) for r in rows]),
             "prompt_len": torch.tensor([len(r[0]) for r in rows]),
-            "chosen": torch.tensor([r[1] for r in rows]), "rejected": torch.tensor([r[2] for r in rows])}
+            "chosen": torch.tensor([r[1] for r in rows]), "rejected": torch.tensor([r[2] for r in rows]),
+            "margin": torch.tensor([r[3] for r in rows])}

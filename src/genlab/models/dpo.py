@@ -4,6 +4,8 @@ on pairs, against the frozen SFT reference.
 Batch: chosen / rejected sequences ``[B, L]``, prompt lengths ``[B]``, response masks ``[B, R]``,
 and the reference's summed response log-probs ``[B]`` for each (precomputed once).
 h = (log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r)); β·(log π − log π_ref) is the implicit reward.
+With ``length_norm`` each response's log-ratio is divided by its token count (per-token means), as TRL's
+IPO does (Azar et al. 2023 define IPO on sequences; the mean keeps 1/(2τ) on one scale for all lengths).
 """
 from __future__ import annotations
 
@@ -22,15 +24,19 @@ def sequence_logprob(net: Transformer, seq: torch.Tensor, prompt_len: torch.Tens
 
 
 class DirectPreference(pl.LightningModule):
-    def __init__(self, policy: Transformer, kind: str, beta: float, lr: float, temperature: float):
+    def __init__(self, policy: Transformer, kind: str, beta: float, lr: float, temperature: float,
+                 length_norm: bool = False):
         super().__init__()
         self.policy, self.kind, self.beta, self.lr, self.temperature = policy, kind, beta, lr, temperature
+        self.length_norm = length_norm
         self.history: list[dict] = []
 
     def log_ratio_gap(self, batch) -> torch.Tensor:
         seq_c, seq_r, prompt_len, mask_c, mask_r, ref_c, ref_r = batch
         logp_c = sequence_logprob(self.policy, seq_c, prompt_len, mask_c, self.temperature)
         logp_r = sequence_logprob(self.policy, seq_r, prompt_len, mask_r, self.temperature)
+        if self.length_norm:                          # per-token mean log-ratios (TRL's IPO)
+            return (logp_c - ref_c) / mask_c.sum(1) - (logp_r - ref_r) / mask_r.sum(1)
         return (logp_c - ref_c) - (logp_r - ref_r)
 
     def training_step(self, batch, batch_idx):

@@ -8,7 +8,9 @@ from genlab.errors import GenlabError
 from genlab.io import load_arrays, save_arrays
 from genlab.recipes import rlhf
 
-FIELDS = ("prompts", "prompt_len", "chosen", "rejected", "gold_chosen", "gold_rejected", "split")
+# ``margin``: the labeller's own strength of preference (≥ 0), the only graded signal training may use;
+# ``gold_*`` are kept for evaluation alone and never reach a loss.
+FIELDS = ("prompts", "prompt_len", "chosen", "rejected", "margin", "gold_chosen", "gold_rejected", "split")
 
 
 def save_pairs(cfg, pairs: dict) -> None:

@@ -33,7 +33,7 @@ def fit_reward_model(cfg, train: dict, steps: int, run: str, sft_state: dict,
         fresh = tuple(f"backbone.blocks.{i}." for i in range(cfg.model.rlhf.net.n_layer, len(model.backbone.blocks)))
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith((*fresh, "backbone.ln_f.", "head.")))
-    margin = r.margin * (train["gold_chosen"] - train["gold_rejected"]).abs().nan_to_num(0.0)
+    margin = r.margin * train["margin"].float()      # the labeller's stated strength, never the gold reward
     data = loader(*model_inputs(train), margin, batch_size=r.batch_size, seed=cfg.seed, batches_per_epoch=steps)
     module = RewardModelling(model, r.lr, r.center)
     with runner.session(cfg, stage="reward_model", run=run, run_config=[rlhf.sections(cfg, "sft", "reward_model"),

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from genlab.data import prepared
 from genlab.data.arithmetic import STOI, VOCAB
-from genlab.data.rlhf_task import prompts, response_width
+from genlab.data.rlhf_task import prompts, response_width, units_carry
 from genlab.errors import GenlabError
-from genlab.evaluate.policy import evaluate
+from genlab.evaluate.policy import evaluate, summary
 from genlab.io import load_model, save_model
 from genlab.nn.heads import RewardModel
 from genlab.nn.transformer import Transformer, TransformerConfig
@@ -29,7 +29,7 @@ def models_dir(cfg) -> Path:
 def sections(cfg, *names: str) -> dict:
     """The config sections a saved artefact depends on (checked again when it is loaded)."""
     r = cfg.model.rlhf
-    return {"seed": cfg.seed, "data": OmegaConf.to_container(cfg.data.arithmetic),
+    return {"seed": artifact_seed(cfg), "data": OmegaConf.to_container(cfg.data.arithmetic),
             **{n: OmegaConf.to_container(r[n]) for n in ("task", "net", *names)}}
 
 
@@ -95,6 +95,41 @@ def load_reward_model(cfg, name: str = "reward_model", needs: tuple = ("sft", "r
     return rm.eval().requires_grad_(False)
 
 
-def evaluate_policy(cfg, policy, ref, reward_model, probs: dict) -> dict[str, torch.Tensor]:
+def evaluate_policy(cfg, policy, ref, reward_model, probs: dict, temperature: float | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Per-prompt gold, proxy and KL to ``ref`` of one response per prompt sampled under ``cfg.seed``
+    (``temperature``: the policy's own, 0 = greedy; default the task's)."""
     t = cfg.model.rlhf.task
-    return evaluate(policy, ref, reward_model, probs, width(cfg), t.temperature, True, t.format_weight, cfg.seed)
+    return evaluate(policy, ref, reward_model, probs, width(cfg), t.temperature, True, t.format_weight, cfg.seed,
+                    temperature)
+
+
+def policy_row(cfg, result: dict, probs: dict, baseline: dict | None = None) -> dict:
+    """``summary`` of one evaluation plus the task's two prompt groups: gold on the prompts with a units
+    carry (where the demonstrators' habit makes SFT's mode wrong) and on the rest."""
+    carry = units_carry(probs["a"], probs["b"])
+    return {**summary(result, baseline), "gold_carry": float(result["gold"][carry].mean()),
+            "gold_no_carry": float(result["gold"][~carry].mean()), "carry_share": float(carry.float().mean())}
+
+
+def temperature_curve(cfg, sft, reward_model, probs: dict) -> list[dict]:
+    """The SFT policy at each of ``task.temperatures`` (0 = greedy): gold, proxy and KL(π_T‖π_SFT) per point,
+    sampled under ``cfg.seed``. The preference-free baseline: what sharpening SFT alone buys at each KL."""
+    return [{"temperature": float(tau), **policy_row(cfg, evaluate_policy(cfg, sft, sft, reward_model, probs, tau),
+                                                      probs)}
+            for tau in cfg.model.rlhf.task.temperatures]
+
+
+def with_seed(cfg, seed: int):
+    """A copy of ``cfg`` with ``seed`` (one replicate of a ``genlab.parallel.run_many`` job). The SFT model,
+    reward model and pairs it reads stay those of the stage's ``seed`` (``artifact_seed``)."""
+    out = cfg.copy()
+    OmegaConf.set_struct(out, False)
+    out.artifact_seed = artifact_seed(cfg)
+    out.seed = int(seed)
+    return out
+
+
+def artifact_seed(cfg) -> int:
+    """The seed the saved RLHF artefacts (sft, reward model, pairs) were made under."""
+    return int(cfg.get("artifact_seed", cfg.seed))

@@ -38,3 +38,28 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         next_value = values[:, t]
         advantages[:, t] = next_adv
     return advantages, (advantages + values) * mask
+
+
+def token_rewards(kl: torch.Tensor, score: torch.Tensor, lengths: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-token rewards ``[B, T]`` of RLHF-PPO (Ziegler et al. 2019; Ouyang et al. 2022; TRL):
+    r_t = −β·KL_t on every response token, plus the reward model's score ``[B]`` at the last real token
+    (index ``lengths − 1``: the EOS, where the RM read the whole response)."""
+    rewards = -beta * kl
+    rows = torch.arange(len(score), device=score.device)
+    rewards[rows, lengths - 1] += score
+    return rewards
+
+
+def rloo_advantages(rewards: torch.Tensor, group: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Ahmadian et al. 2024, eq. 5; Kool et al. 2019): sequence rewards ``[B]``
+    in consecutive groups of ``group`` samples of one prompt → A_i = R_i − mean_{j≠i} R_j ``[B]``
+    = group/(group−1)·(R_i − mean_j R_j)."""
+    r = rewards.view(-1, group)
+    return (group / (group - 1) * (r - r.mean(1, keepdim=True))).view(-1)
+
+
+def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's outcome advantages (Shao et al. 2024, §4.1.2): sequence rewards ``[B]`` in groups of
+    ``group`` → Â_i = (R_i − mean(R_group)) / (std(R_group) + eps) ``[B]``."""
+    r = rewards.view(-1, group)
+    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).view(-1)

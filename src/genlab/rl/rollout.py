@@ -65,3 +65,18 @@ def sample(net: Transformer, prompts: torch.Tensor, prompt_len: torch.Tensor, wi
             out[part] = net.generate(prompts[part, :p], width, temperature=temperature, generator=generator)[:, p:]
     net.train(was_training)
     return out.masked_fill(torch.arange(width, device=out.device)[None, :] >= response_lengths(out)[:, None], PAD)
+
+
+@torch.no_grad()
+def greedy(net: Transformer, prompts: torch.Tensor, prompt_len: torch.Tensor, width: int,
+           chunk: int = 1024) -> torch.Tensor:
+    """Greedy (argmax) responses ``[N, width]`` (PAD after the first EOS), grouped like ``sample``."""
+    was_training = net.training
+    net.eval()
+    out = torch.full((len(prompts), width), PAD, dtype=torch.long, device=prompts.device)
+    for p in prompt_len.unique().tolist():
+        rows = (prompt_len == p).nonzero().squeeze(1)
+        for part in rows.split(chunk):
+            out[part] = net.generate(prompts[part, :p], width, greedy=True)[:, p:]
+    net.train(was_training)
+    return out.masked_fill(torch.arange(width, device=out.device)[None, :] >= response_lengths(out)[:, None], PAD)

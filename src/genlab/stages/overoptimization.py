@@ -1,12 +1,19 @@
-"""Stage `overoptimization`: best-of-n and PPO against reward models trained on 3+ data sizes; gold and
-proxy reward against d = √KL(π‖π_ref) with Gao et al.'s fits; then the RLHF summary.
+"""Stage `overoptimization`: gold vs proxy reward against d = √KL for best-of-n and PPO (Gao et al. 2023),
+decided by intervals; and ``reports/metrics/rlhf.json``, every method against the KL-matched baselines.
 
-For each size in ``rm_pairs`` a reward model is trained on that many of the training pairs
-(``rm_steps``), then (a) best-of-n for n = 1, 2, 4, … ≤ n_max on SFT samples (unbiased estimator,
-analytic KL) and (b) PPO with a weak KL penalty, evaluated every ``eval_every`` iterations.
-Writes ``reports/metrics/overoptimization.json``, ``reports/metrics/rlhf.json`` (the summary assembled
-from the sft / reward_model / ppo / dpo metrics), gold-vs-proxy plots and SFT / PPO / DPO samples for the
-same prompts (``reports/figures/rlhf``).
+* Reward models: one per size in ``rm_pairs`` (a prefix of the training pairs, ``rm_steps`` steps) plus the
+  main reward model of `reward_model`.
+* Best-of-n, n = 1, 2, 4 … ``n_max``, under each seed of ``seeds``: N = n_max SFT samples per prompt,
+  gold/proxy by the unbiased estimator, KL exact from the SFT log-probs of the distinct samples (the
+  bound log n − (n−1)/n beside it).
+* PPO with a weak KL penalty (``kl_coef``) against the smallest-data reward model, under each seed,
+  evaluated every ``ppo_eval_every`` iterations (≥ 8 points along d).
+* "Gold falls while proxy rises": the peak is chosen on half of the prompts, the paired test runs on the
+  other half over seeds (``evaluate.overoptimization.falls_while_proxy_rises``). Gao fits with bootstrap
+  intervals over prompts.
+Writes ``reports/metrics/overoptimization.json`` (+ claims), ``reports/metrics/rlhf.json`` (the table:
+base model, SFT temperature curve, best-of-n, PPO/RLOO/GRPO, DPO/IPO/hinge with gold, KL and the
+KL-matched gaps, mean ± 95% CI over seeds), gold-vs-proxy plots and samples (``reports/figures/rlhf``).
 """
 from __future__ import annotations
 
@@ -19,59 +26,100 @@ import torch
 from genlab.data.arithmetic import PAD, decode, render
 from genlab.evaluate import overoptimization as oo
 from genlab.evaluate.gold_reward import gold_reward
+from genlab.evaluate.policy import kl_matched_gap, seed_summary
 from genlab.io import read_json
+from genlab.parallel import run_many
 from genlab.recipes import rlhf
 from genlab.recipes.ppo import train_ppo
 from genlab.recipes.preferences import load_pairs, subset
 from genlab.recipes.reward_model import fit_reward_model, norm_samples, pair_metrics
 from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_csv, write_metrics, write_text
-from genlab.rl.rollout import join, last_index, sample
+from genlab.report.conclusions import add_conclusions, claim_from_difference
+from genlab.rl.rollout import join, last_index, response_logprobs, response_mask, sample
 
 
-def bon_curve(cfg, rm, probs: dict, responses: torch.Tensor, gold: torch.Tensor) -> list[dict]:
-    """Best-of-n rows (n, kl, d, gold, proxy) from ``responses [P·N, R]`` sampled N per prompt."""
-    n_prompts = len(probs["a"])
-    big_n = len(responses) // n_prompts
-    rep = {k: v.repeat_interleave(big_n, 0) for k, v in probs.items()}
+def bon_samples(cfg, sft, probs: dict) -> dict[str, torch.Tensor]:
+    """``n_max`` SFT samples per prompt under ``cfg.seed``: responses ``[P·N, R]``, their gold and SFT log-probs."""
+    o, t = cfg.model.rlhf.overoptimization, cfg.model.rlhf.task
+    rep = {k: v.repeat_interleave(o.n_max, 0) for k, v in probs.items()}
+    y = sample(sft, rep["prompts"], rep["prompt_len"], rlhf.width(cfg), t.temperature,
+               torch.Generator().manual_seed(cfg.seed))
+    seq = join(rep["prompts"], rep["prompt_len"], y)
     with torch.no_grad():
-        proxy = rm(join(rep["prompts"], rep["prompt_len"], responses), last_index(rep["prompt_len"], responses))
-    proxy, gold = proxy.view(n_prompts, big_n), gold.view(n_prompts, big_n)
-    rows, n = [], 1
-    while n <= big_n:
-        kl = oo.best_of_n_kl(n)
-        rows.append({"n": n, "kl": kl, "d": kl ** 0.5, "gold_reward": float(oo.best_of_n(proxy, gold, n).mean()),
-                     "proxy_reward": float(oo.best_of_n(proxy, proxy, n).mean())})
-        n *= 2
-    return rows
+        logp = (response_logprobs(sft, seq, rep["prompt_len"], y.shape[1], t.temperature) * response_mask(y)).sum(1)
+    return {"responses": y, "seq": seq, "last": last_index(rep["prompt_len"], y), "logp": logp,
+            "gold": gold_reward(rep["a"], rep["b"], rep["digits"], y, True, t.format_weight)}
 
 
-def rl_curve(module) -> list[dict]:
-    return [{"step": r["step"], "kl": r["kl"], "d": max(r["kl"], 0.0) ** 0.5, "gold_reward": r["gold_reward"],
-             "proxy_reward": r["proxy_reward"]} for r in module.curve]
+def bon_curve(cfg, rm, s: dict, n_prompts: int) -> dict[str, np.ndarray]:
+    """Per-prompt best-of-n gold, proxy, exact KL ``[P, K]`` for n = 1, 2, 4 … ≤ N, and the bound ``[K]``."""
+    big_n = cfg.model.rlhf.overoptimization.n_max
+    with torch.no_grad():
+        proxy = rm(s["seq"], s["last"]).view(n_prompts, big_n)
+    gold, logp, y = s["gold"].view(n_prompts, big_n), s["logp"].view(n_prompts, big_n), s["responses"]
+    ns = [2 ** k for k in range(int(np.log2(big_n)) + 1)]
+    kl = np.zeros((n_prompts, len(ns)))
+    for p in range(n_prompts):
+        _, lp, px = oo.distinct(y[p * big_n:(p + 1) * big_n], logp[p], proxy[p])
+        kl[p] = [oo.best_of_n_kl_exact(lp, px, n) for n in ns]
+    return {"n": np.array(ns), "kl": kl, "kl_bound": np.array([oo.best_of_n_kl(n) for n in ns]),
+            "gold": np.stack([oo.best_of_n(proxy, gold, n).numpy() for n in ns], 1),
+            "proxy": np.stack([oo.best_of_n(proxy, proxy, n).numpy() for n in ns], 1)}
 
 
-def fits(rows: list[dict], kind: str) -> dict:
-    d = np.array([r["d"] for r in rows])
-    gold = np.array([r["gold_reward"] for r in rows])
-    return oo.fit(d, gold - gold[0], kind)
+def ppo_curve_job(cfg, seed: int, size: int, rm_state: dict) -> dict:
+    """PPO with a weak KL penalty against the reward model on ``size`` pairs (weights ``rm_state``), under
+    ``seed`` (a ``run_many`` job): per-prompt gold / proxy / KL ``[P, K]`` at K evaluation points along training."""
+    o = cfg.model.rlhf.overoptimization
+    cfg = rlhf.with_seed(cfg, seed)
+    rlhf.setup(cfg)
+    rm = rlhf.new_reward_model(cfg)
+    rm.load_state_dict(rm_state)
+    rm.eval().requires_grad_(False)
+    probs = rlhf.problems(cfg, "test", o.prompts)
+    ref = rlhf.load_policy(cfg, "sft", "sft")
+    points: list[dict] = []
+
+    def evaluator(net):                       # keep per-prompt values; the module's curve gets the means
+        r = rlhf.evaluate_policy(cfg, net, ref, rm, probs)
+        points.append({k: r[k].cpu().numpy() for k in ("gold", "proxy", "kl")})
+        return {k: float(r[k].mean()) for k in ("gold", "proxy", "kl")}
+
+    train_ppo(cfg, rm, f"overopt_rm{size}-seed{seed}", probs, evaluator=evaluator, steps=o.ppo_steps,
+              kl_coef=o.kl_coef, eval_every=o.ppo_eval_every)
+    return {k: np.stack([p[k] for p in points], 1) for k in ("gold", "proxy", "kl")}
 
 
-def figure(results: dict) -> plt.Figure:
+def curve_rows(c: dict, xs: list) -> list[dict]:
+    """Seed-mean rows (x, kl, d, gold, proxy) of per-seed per-prompt curves ``[S][P, K]``."""
+    kl = np.mean([k.mean(0) for k in c["kl"]], 0)
+    return [{"x": x, "kl": float(kl[i]), "d": float(np.sqrt(max(kl[i], 0))),
+             "gold_reward": float(np.mean([g[:, i].mean() for g in c["gold"]])),
+             "proxy_reward": float(np.mean([p[:, i].mean() for p in c["proxy"]]))} for i, x in enumerate(xs)]
+
+
+def overopt_test(c: dict) -> dict:
+    """``falls_while_proxy_rises`` with even prompts selecting the peak and odd prompts testing it."""
+    sel = lambda x, part: np.stack([v[part::2].mean(0) for v in x])   # noqa: E731 — [S, K]
+    return oo.falls_while_proxy_rises(sel(c["gold"], 0), sel(c["gold"], 1), sel(c["proxy"], 1))
+
+
+def figure(bon: dict, ppo: dict, bound: list) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, method, kind in zip(axes, ("best_of_n", "ppo"), ("bon", "rl")):
+    for ax, (title, curves, kind) in zip(axes, (("best-of-n", bon, "bon"), ("PPO (weak KL penalty)", ppo, "rl"))):
         proxy_ax = ax.twinx()
-        for i, (size, res) in enumerate(results.items()):
-            rows = res[method]["curve"]
-            d = np.array([r["d"] for r in rows])
-            gold = np.array([r["gold_reward"] for r in rows])
-            ax.plot(d, gold, "o", color=f"C{i}", label=f"gold, RM on {size} pairs")
-            grid = np.linspace(1e-3, d.max(), 100)
-            ax.plot(grid, gold[0] + oo.form(grid, res[method]["fit"], kind), "-", color=f"C{i}", lw=1)
-            proxy_ax.plot(d, [r["proxy_reward"] for r in rows], "x--", color=f"C{i}", alpha=0.6)
+        for i, (name, res) in enumerate(curves.items()):
+            d = np.array([r["d"] for r in res["curve"]])
+            gold = np.array([r["gold_reward"] for r in res["curve"]])
+            ax.plot(d, gold, "o", color=f"C{i}", label=f"gold, RM {name}")
+            grid = np.linspace(1e-3, max(d.max(), 1e-2), 100)
+            ax.plot(grid, gold[0] + oo.form(grid, res["fit"], kind), "-", color=f"C{i}", lw=1)
+            proxy_ax.plot(d, [r["proxy_reward"] for r in res["curve"]], "x--", color=f"C{i}", alpha=0.6)
+            if kind == "bon" and i == 0:
+                ax.plot(np.sqrt(bound), gold, "s", mfc="none", color="C7", label="same gold at the bound √(log n − (n−1)/n)")
         proxy_ax.set_ylabel("proxy (RM) reward  ×--")
-        ax.set(xlabel="d = √KL(π‖π_ref)", ylabel="gold reward  o (— Gao et al. fit)",
-               title={"best_of_n": "best-of-n", "ppo": "PPO (weak KL penalty)"}[method])
-    axes[0].legend(fontsize=7, loc="lower left")
+        ax.set(xlabel="d = √KL(π‖π_SFT)", ylabel="gold reward  o (— Gao et al. fit)", title=title)
+        ax.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     return fig
 
@@ -94,61 +142,108 @@ def samples_text(cfg, policies: dict, n: int = 12) -> str:
     return "answers are written least-significant digit first; ⏎ = end of answer\n\n" + "\n".join(lines)
 
 
-def summary(cfg, over: dict) -> dict:
-    """``reports/metrics/rlhf.json``: the issue's summary from every RLHF stage's metrics."""
+def table(cfg, bon_main: dict, seeds: list[int]) -> dict:
+    """``rlhf.json``: base model (ceiling), SFT temperature curve, best-of-n (main RM, exact KL) and every
+    method with gold and KL (mean ± 95% t-CI over seeds) and its KL-matched gaps to the temperature curve and
+    to best-of-n, paired by seed."""
     m = {s: read_json(Path(cfg.paths.reports) / "metrics" / f"{s}.json") for s in ("sft", "reward_model", "ppo", "dpo")}
-    keep = ("gold_reward", "gold_reward_ci95", "gold_gain", "gold_gain_ci95", "kl", "kl_ci95", "proxy_reward",
-            "exact_match")
-    pick = lambda d: {k: d[k] for k in keep if k in d}   # noqa: E731
-    main = over["sizes"][str(max(map(int, over["sizes"])))]
-    return {"reward_model": {k: m["reward_model"][k] for k in ("pair_accuracy", "label_accuracy", "bayes_label_accuracy",
-                                                               "margin") if k in m["reward_model"]},
-            "sft": pick(m["sft"]["sft"]), "ppo": pick(m["ppo"]["ppo"]),
-            **{kind: pick(m["dpo"][kind]) for kind in ("dpo", "ipo", "hinge") if kind in m["dpo"]},
-            "best_of_n": {k: [r[k] for r in main["best_of_n"]["curve"]] for k in ("n", "kl", "gold_reward",
-                                                                                   "proxy_reward")},
-            "overoptimization": {"rl_fit": main["ppo"]["fit"], "bon_fit": main["best_of_n"]["fit"],
-                                 "proxy_past_gold_peak": {size: {meth: r[meth]["proxy_past_gold_peak"]
-                                                                 for meth in ("best_of_n", "ppo")}
-                                                          for size, r in over["sizes"].items()}}}
+    t_curves = [m["ppo"]["temperature_curve"][str(s)] for s in seeds]
+    temps = [{"temperature": r["temperature"], **{k: seed_summary([c[i][k] for c in t_curves])
+                                                  for k in ("gold_reward", "kl", "gold_carry")}}
+             for i, r in enumerate(t_curves[0])]
+    bon_curves = [{"kl": list(k.mean(0)), "gold": list(g.mean(0))} for k, g in zip(bon_main["kl"], bon_main["gold"])]
+    bon = [{"n": int(n), "kl_exact": seed_summary([k[:, i].mean() for k in bon_main["kl"]]),
+            "kl_bound": float(bon_main["kl_bound"][i]), "gold_reward": seed_summary([g[:, i].mean() for g in bon_main["gold"]])}
+           for i, n in enumerate(bon_main["n"])]
+    methods = {}
+    for stage, names in (("ppo", m["ppo"].get("seeds") and [a for a in ("ppo", "rloo", "grpo") if a in m["ppo"]]),
+                         ("dpo", [k for k in ("dpo", "ipo", "hinge") if k in m["dpo"]])):
+        for name in names or []:
+            r = m[stage][name]
+            _, vs_bon = kl_matched_gap(r["per_seed"]["gold_reward"], r["per_seed"]["kl"], bon_curves)
+            methods[name] = {"gold_reward": r["gold_reward"], "gold_reward_ci95": r["gold_reward_ci95"],
+                             "kl": r["kl"], "kl_ci95": r["kl_ci95"], "gold_carry": r["gold_carry"],
+                             "vs_temperature_at_kl": pick(r["vs_temperature"]), "vs_best_of_n_at_kl": pick(vs_bon),
+                             "below_base": m["sft"]["base"]["gold_reward"] - r["gold_reward"], "n_seeds": r["n_seeds"]}
+    return {"seeds": seeds, "reward_model": {k: m["reward_model"][k] for k in
+                                              ("pair_accuracy", "label_accuracy", "bayes_label_accuracy", "margin")
+                                              if k in m["reward_model"]},
+            "base": {k: m["sft"]["base"][k] for k in ("gold_reward", "gold_reward_ci95", "kl", "gold_carry")},
+            "sft": {k: m["sft"]["sft"][k] for k in ("gold_reward", "gold_reward_ci95", "gold_carry", "gold_no_carry",
+                                                     "carry_share")},
+            "sft_temperature_curve": temps, "best_of_n": bon, **methods}
+
+
+def pick(result: dict) -> dict:
+    return {"estimate": result["estimate"], "ci95": result["ci"], "p_value": result.get("p_value"), "n": result["n"]}
 
 
 def run(cfg) -> None:
-    o, t = cfg.model.rlhf.overoptimization, cfg.model.rlhf.task
+    o = cfg.model.rlhf.overoptimization
+    seeds = list(cfg.seeds)
     rlhf.setup(cfg)
     sft = rlhf.load_policy(cfg, "sft", "sft")
     pairs = load_pairs(cfg)
     train, val = subset(pairs, pairs["split"] == 0), subset(pairs, pairs["split"] == 1)
     norm = norm_samples(cfg, sft)
-    probs = rlhf.problems(cfg, "test", o.prompts)
-    rep = {k: v.repeat_interleave(o.n_max, 0) for k, v in probs.items()}
-    responses = sample(sft, rep["prompts"], rep["prompt_len"], rlhf.width(cfg), t.temperature,
-                       torch.Generator().manual_seed(cfg.seed))
-    gold = gold_reward(rep["a"], rep["b"], rep["digits"], responses, True, t.format_weight)
-    eval_probs = rlhf.eval_problems(cfg)
-    results = {}
-    for size in sorted({min(s, len(train["split"])) for s in o.rm_pairs}):
+    sizes = sorted({min(s, len(train["split"])) for s in o.rm_pairs})
+    rms = {}
+    for size in sizes:
         rm = fit_reward_model(cfg, subset(train, torch.arange(len(train["split"])) < size), o.rm_steps,
                               f"overopt_rm{size}", sft.state_dict(), norm)[0].model
-        res = {"reward_model": pair_metrics(cfg, rm, val)}
-        res["best_of_n"] = {"curve": bon_curve(cfg, rm, probs, responses, gold)}
-        res["ppo"] = {"curve": rl_curve(train_ppo(cfg, rm, f"overopt_rm{size}", eval_probs, steps=o.ppo_steps,
-                                                  kl_coef=o.kl_coef)[0])}
-        for method, kind in (("best_of_n", "bon"), ("ppo", "rl")):
-            curve = res[method]["curve"]
-            res[method]["fit"] = fits(curve, kind)
-            res[method]["proxy_past_gold_peak"] = oo.proxy_past_gold_peak([r["gold_reward"] for r in curve],
-                                                                          [r["proxy_reward"] for r in curve])
-            write_csv(plots_dir(cfg, "overoptimization") / f"{method}_rm{size}.csv", curve)
-        results[str(size)] = res
-        print(f"[genlab] overoptimization: RM on {size} pairs: pair accuracy "
-              f"{res['reward_model'].get('pair_accuracy', float('nan')):.3f}; proxy past gold peak: "
-              f"best-of-n {res['best_of_n']['proxy_past_gold_peak']}, ppo {res['ppo']['proxy_past_gold_peak']}")
-    over = {"sizes": results, "n_max": o.n_max, "bon_prompts": o.prompts, "ppo_kl_coef": o.kl_coef}
-    write_metrics(cfg, "overoptimization", over)
-    save_figure(figure(results), figures_dir(cfg, "rlhf") / "gold_vs_proxy.png")
-    policies = {"sft": sft, "ppo": rlhf.load_policy(cfg, "ppo", "sft", "reward_model", "ppo"),
+        rms[f"{size} pairs"] = rm
+    rms["main"] = rlhf.load_reward_model(cfg)
+    rm_state = rms[f"{sizes[0]} pairs"].state_dict()
+    ppo_runs = run_many(ppo_curve_job, [{"cfg": cfg, "seed": s, "size": sizes[0], "rm_state": rm_state} for s in seeds],
+                        desc="over-optimization PPO seeds")
+
+    probs = rlhf.problems(cfg, "test", o.prompts)
+    samples = [bon_samples(rlhf.with_seed(cfg, s), sft, probs) for s in seeds]
+    results, bon_fig, claims = {}, {}, []
+    for name, rm in rms.items():
+        per_seed = [bon_curve(cfg, rm, s, len(probs["a"])) for s in samples]
+        c = {k: [p[k] for p in per_seed] for k in ("gold", "proxy", "kl")}
+        rows = curve_rows(c, [int(n) for n in per_seed[0]["n"]])
+        for r, bound in zip(rows, per_seed[0]["kl_bound"]):
+            r["kl_bound"], r["d_bound"] = float(bound), float(np.sqrt(bound))
+        res = {"reward_model": pair_metrics(cfg, rm, val), "curve": rows,
+               "fit": oo.bootstrap_fit(np.concatenate(c["kl"]), np.concatenate(c["gold"]), "bon", o.n_boot, cfg.seed),
+               "falls_while_proxy_rises": overopt_test(c)}
+        results[name] = {"best_of_n": res}
+        bon_fig[name] = res
+        if name == "main":
+            bon_main = {**{k: [p[k] for p in per_seed] for k in ("gold", "kl")}, "n": per_seed[0]["n"],
+                        "kl_bound": per_seed[0]["kl_bound"]}
+        write_csv(plots_dir(cfg, "overoptimization") / f"best_of_n_rm{name.split()[0]}.csv", rows)
+    c = {k: [r[k] for r in ppo_runs] for k in ("gold", "proxy", "kl")}
+    k_points = c["gold"][0].shape[1]
+    steps = [min(i * o.ppo_eval_every, o.ppo_steps) for i in range(k_points)]
+    rows = curve_rows(c, steps)
+    ppo_res = {"curve": rows, "points": k_points,
+               "fit": oo.bootstrap_fit(np.concatenate(c["kl"]), np.concatenate(c["gold"]), "rl", o.n_boot, cfg.seed),
+               "falls_while_proxy_rises": overopt_test(c)}
+    results[f"{sizes[0]} pairs"]["ppo"] = ppo_res
+    write_csv(plots_dir(cfg, "overoptimization") / f"ppo_rm{sizes[0]}.csv", rows)
+    for method, res, rm_name in (("best_of_n", results["main"]["best_of_n"], "main"),
+                                 ("best_of_n", results[f"{sizes[0]} pairs"]["best_of_n"], f"{sizes[0]} pairs"),
+                                 ("ppo", ppo_res, f"{sizes[0]} pairs")):
+        test = res["falls_while_proxy_rises"]
+        label = {"best_of_n": "best-of-n", "ppo": "PPO"}[method]
+        claims.append(claim_from_difference(
+            f"{method}_rm{rm_name.split()[0]}_gold_falls_while_proxy_rises", "overoptimization",
+            f"Along {label} (reward model: {rm_name}), the gold reward peaks and then falls while the proxy rises.",
+            test, statistic="min(gold drop after the peak, proxy rise after the peak), peak chosen on other prompts",
+            baseline=f"gold drop {test['gold_drop']:+.4f}, proxy rise {test['proxy_rise']:+.3f}"))
+    over = {"sizes": results, "n_max": o.n_max, "bon_prompts": o.prompts, "ppo_kl_coef": o.kl_coef, "seeds": seeds,
+            "ppo_rm": f"{sizes[0]} pairs"}
+    write_metrics(cfg, "overoptimization", add_conclusions(over, claims))
+    save_figure(figure(bon_fig, {f"{sizes[0]} pairs": ppo_res}, [r["kl_bound"] for r in results["main"]["best_of_n"]["curve"]]),
+                figures_dir(cfg, "rlhf") / "gold_vs_proxy.png")
+    policies = {"sft": sft, **{a: rlhf.load_policy(cfg, a, "sft", "reward_model", "ppo")
+                               for a in cfg.model.rlhf.ppo.algorithms},
                 **{kind: rlhf.load_policy(cfg, f"dpo/{kind}", "sft", "reward_model", "dpo")
                    for kind in cfg.model.rlhf.dpo.losses}}
     write_text(figures_dir(cfg, "rlhf") / "samples.txt", samples_text(cfg, policies))
-    write_metrics(cfg, "rlhf", summary(cfg, over))
+    write_metrics(cfg, "rlhf", table(cfg, bon_main, seeds))
+    for row in claims:
+        print(f"[genlab] overoptimization: {row.id}: {row.verdict} (estimate {row.estimate:+.4f}, CI {row.ci95})")

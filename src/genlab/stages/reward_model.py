@@ -48,8 +48,16 @@ def sample_pairs(cfg, policy, probs: dict, n: int, generator: torch.Generator) -
     first = bradley_terry_labels(g1, g2, tau, generator)
     pick = lambda u, v: torch.where(first[:, None], u, v)   # noqa: E731
     return {"prompts": probs["prompts"][idx], "prompt_len": probs["prompt_len"][idx], "chosen": pick(y1, y2),
-            "rejected": pick(y2, y1), "gold_chosen": torch.where(first, g1, g2),
+            "rejected": pick(y2, y1), "margin": human_margin(torch.where(first, g1, g2), torch.where(first, g2, g1)),
+            "gold_chosen": torch.where(first, g1, g2),
             "gold_rejected": torch.where(first, g2, g1)}
+
+
+def human_margin(gold_chosen: torch.Tensor, gold_rejected: torch.Tensor) -> torch.Tensor:
+    """The simulated labeller's stated strength of preference ``[N]``, as a Likert-style rating would give it
+    (Touvron et al. 2023 use 4 levels): the gold gap rounded to quarters, 0 when the label went against the
+    gold order (the labeller thought it a toss-up). Written into the pairs file like a JSONL ``margin``."""
+    return ((gold_chosen - gold_rejected).clamp_min(0) * 4).round() / 4
 
 
 def make_pairs(cfg, sft) -> dict[str, torch.Tensor]:
@@ -60,7 +68,7 @@ def make_pairs(cfg, sft) -> dict[str, torch.Tensor]:
         n = len(pairs["prompts"])
         split = (torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)) < max(1, n // 5)).long()
         nan = torch.full((n,), float("nan"))
-        return {**pairs, "gold_chosen": nan, "gold_rejected": nan, "split": split}
+        return {**pairs, "gold_chosen": nan, "gold_rejected": nan, "split": split}   # margin: from the file
     g = torch.Generator().manual_seed(cfg.seed)
     train = sample_pairs(cfg, sft, rlhf.problems(cfg, "train", 2 * r.pairs), r.pairs, g)
     val = sample_pairs(cfg, sft, rlhf.problems(cfg, "test", offset=cfg.model.rlhf.task.eval_prompts), r.val_pairs, g)
