@@ -1,4 +1,5 @@
-"""GPT method and the LM stages: schedule, windows, best-on-validation; smoke runs of gpt, gpt_scaling, scaling_fit."""
+"""GPT method and the gpt stage: schedule, windows, best-on-validation; a smoke run of gpt (gpt_scaling and
+scaling_fit: tests/test_scaling_stage.py)."""
 from __future__ import annotations
 
 import json
@@ -45,23 +46,3 @@ def test_gpt_stage_smoke(make_cfg, prepared, tmp_path):
     assert len(payload["vocab"]) == m["vocab_size"]
     assert (tmp_path / "reports/figures/gpt/samples.txt").read_text().startswith("--- sample 1")
     assert not (tmp_path / "ckpt" / "gpt").exists() or not any((tmp_path / "ckpt" / "gpt").iterdir())
-
-
-def test_gpt_scaling_and_scaling_fit_smoke(make_cfg, prepared, tmp_path):
-    from genlab.stages import gpt_scaling, scaling_fit
-
-    cfg = make_cfg(prepared, f"paths.models={tmp_path}/models", f"paths.reports={tmp_path}/reports",
-                   f"paths.checkpoints={tmp_path}/ckpt", f"paths.logs={tmp_path}/logs")
-    gpt_scaling.run(cfg)
-    rows = json.loads((tmp_path / "models/gpt_scaling/L2-W32.json").read_text())
-    assert [r["budget"] for r in rows] == [1024, 2048]                  # the largest size: extra budget 0.5
-    for r in rows:
-        assert r["C"] == 6 * r["N"] * r["D"] and r["D"] == r["steps"] * 8 * 16
-        assert r["N"] == 12 * 2 * 32**2 + 2 * (2 * 32) + 32                # 12·L·d² + LayerNorm gains (bias=False)
-    scaling_fit.run(cfg)
-    m = json.loads((tmp_path / "reports/metrics/scaling.json").read_text())
-    assert m["n_models"] == 3 and m["n_runs"] == 4
-    assert m["param_span_decades"] == pytest.approx(math.log10(rows[0]["N"] / (12 * 16**2 + 2 * 16 + 16)))
-    assert set(m["fit"]) == {"E", "A", "alpha", "B", "beta"} and set(m["fit_ci"]) >= set(m["fit"])
-    assert m["holdout"]["size"] == "L2-W32" and math.isfinite(m["holdout_rel_error"])
-    assert (tmp_path / "reports/figures/scaling/scaling_laws.png").exists()

@@ -150,43 +150,61 @@ class GPTConfig(Section):
 
 @dataclass
 class GPTScalingConfig(Section):
-    """A model-size family (one DVC foreach item per size), the largest few also at smaller token budgets."""
+    """IsoFLOP profiles: per compute budget, the sizes trained at it (D = C / FLOPs per token)."""
     path: ClassVar[str] = "model.gpt_scaling"
-    sizes: list[str] = MISSING        # "L<n_layer>-W<n_embd>", small → large
-    tokens: int = MISSING             # D of every size's main run
-    extra_budgets: list[float] = MISSING   # × tokens, for the largest few sizes
-    extra_sizes: int = MISSING        # how many of the largest sizes also train at the extra budgets
-    only: Optional[str] = MISSING     # train just this size (one DVC foreach item); null: every size
-    head_dim: int = MISSING           # n_head = n_embd / head_dim
+    budgets: list[float] = MISSING    # compute budgets C (training FLOPs), small → large
+    sizes: list[list[str]] = MISSING  # per budget: "L<n_layer>-W<n_embd>" sizes trained at it
+    seeded_budgets: int = MISSING     # the smallest k budgets run under every seed in `seeds`; the rest `seed` only
+    head_dim: int = MISSING           # n_head = max(1, n_embd // head_dim)
     block_size: int = MISSING
     pos: str = MISSING                # learned absolute positions | rope
-    optim: LMOptimConfig = field(default_factory=LMOptimConfig)
+    batch_size: int = MISSING         # windows per step (tokens per step = batch_size × block_size)
+    lr: float = MISSING               # peak lr at width lr_base_width
+    lr_base_width: int = MISSING
+    lr_width_power: float = MISSING   # lr(d) = lr · (lr_base_width / d)^power; 1: μP-style for Adam, 0: one lr
+    min_lr_ratio: float = MISSING     # cosine decays to this × peak at each run's last step
+    warmup_frac: float = MISSING      # linear warm-up over this fraction of each run's steps
+    weight_decay: float = MISSING
+    beta2: float = MISSING
+    grad_clip: float = MISSING
     val_tokens: int = MISSING         # 0: the whole validation split
 
     def check(self):
-        positive(self, "tokens", "head_dim", "block_size")
+        positive(self, "head_dim", "block_size", "batch_size", "lr", "lr_base_width", "min_lr_ratio", "grad_clip")
+        nonnegative(self, "seeded_budgets", "weight_decay", "lr_width_power")
+        fraction(self, "warmup_frac")
         val_tokens_hold_a_block(self, self.block_size)
         one_of(self, "pos", ("learned", "rope"))
-        for size in self.sizes:
+        if not self.budgets or len(self.sizes) != len(self.budgets) or min(self.budgets) <= 0:
+            raise ConfigError(f"model.gpt_scaling: {len(self.budgets)} budgets but {len(self.sizes)} size lists "
+                              "(one list of sizes per positive budget)", "e.g. budgets=[1e10,1e11] "
+                              "sizes=[[L1-W16,L2-W32],[L2-W32,L3-W64]]")
+        for size in (s for group in self.sizes for s in group):
             m = re.fullmatch(r"L(\d+)-W(\d+)", size)
-            if not m or int(m[1]) < 1 or int(m[2]) < 1 or int(m[2]) % self.head_dim:
-                raise ConfigError(f"model.gpt_scaling.sizes: {size!r} is not L<n_layer>-W<n_embd> with n_embd a "
-                                  f"positive multiple of head_dim={self.head_dim}", "e.g. sizes=[L1-W32,L2-W64]")
-        if self.extra_sizes < 0 or not all(0 < f for f in self.extra_budgets):
-            raise ConfigError("model.gpt_scaling: extra_sizes must be ≥ 0 and extra_budgets positive fractions",
-                              "e.g. extra_budgets=[0.25,0.5] extra_sizes=3")
-        if self.only is not None:
-            one_of(self, "only", tuple(self.sizes))
+            width = int(m[2]) if m else 0
+            heads = max(1, width // self.head_dim)
+            if not m or int(m[1]) < 1 or width < 1 or width % heads or (self.pos == "rope" and width // heads % 2):
+                raise ConfigError(f"model.gpt_scaling.sizes: {size!r} is not L<n_layer>-W<n_embd> with n_embd "
+                                  f"divisible by its n_head = max(1, n_embd // head_dim={self.head_dim})",
+                                  "e.g. sizes=[[L1-W32,L2-W64]]")
+        if not 0 < self.min_lr_ratio <= 1 or not 0 < self.beta2 < 1:
+            raise ConfigError("model.gpt_scaling: need 0 < min_lr_ratio ≤ 1 and 0 < beta2 < 1",
+                              "e.g. min_lr_ratio=0.1 beta2=0.99")
 
 
 @dataclass
 class ScalingFitConfig(Section):
     path: ClassVar[str] = "model.scaling_fit"
     huber_delta: float = MISSING      # Huber δ on log-loss residuals (Hoffmann et al. 2022)
-    n_starts: int = MISSING           # L-BFGS runs from the best points of the initialisation grid
-    n_boot: int = MISSING             # bootstrap resamples for the confidence intervals
-    ci: float = MISSING               # confidence level of the intervals
+    n_starts: int = MISSING           # L-BFGS-B runs from the best points of the initialisation grid
+    n_boot: int = MISSING             # bootstrap resamples (over runs) for the confidence intervals
+    ci: float = MISSING               # confidence level of the reported intervals (claims use 95%)
+    holdout_budgets: int = MISSING    # the largest k budgets are held out and predicted
+    e_floor: float = MISSING          # "E is identified" claims E > this (nats/token)
+    a_tolerance: float = MISSING      # ± band of the claims "a ≈ 0.5 (Chinchilla)" and "a ≈ 0.73 (Kaplan)"
+    holdout_tolerance: float = MISSING   # the claim "held-out loss predicted within this relative error"
 
     def check(self):
-        positive(self, "huber_delta", "n_starts", "n_boot")
+        positive(self, "huber_delta", "n_starts", "n_boot", "holdout_budgets", "a_tolerance", "holdout_tolerance")
+        nonnegative(self, "e_floor")
         fraction(self, "ci")
