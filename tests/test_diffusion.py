@@ -205,13 +205,19 @@ def test_stage_smoke_run(make_cfg, prepared, tmp_path):
                model_config(cfg, "cnn"))                                      # an untrained CNN: plumbing only
     diffusion.run(cfg)
     arrays, meta = load_arrays(tmp_path / "models" / "diffusion" / "samples")
+    eta, w = meta["eta"], meta["best_w"]
     keys = [r["key"] for r in meta["runs"]]
-    assert keys == ["ddim2_w0", "ddim2_w1", "ddim1_w0", "ddpm8_w0"] and meta["main_nfe"] == 2 and meta["best_w"] == 1.0
-    assert [r["nfe"] for r in meta["runs"]] == [2, 2, 1, 8]
+    # η and w chosen on validation (the selection runs), then fresh test runs under another seed
+    assert all(r["seed"] == cfg.seed for r in meta["selection"] + meta["eta_selection"])
+    assert all(r["seed"] == cfg.seed + 10_000 for r in meta["runs"])
+    assert {r["eta"] for r in meta["eta_selection"]} == {0.0, 1.0} and eta in (0.0, 1.0)
+    assert [r["guidance_w"] for r in meta["selection"]] == [0.0, 1.0]
+    assert "ddim2_eta0_w0" in keys and f"ddim2_eta{eta:g}_w{w:g}" in keys and "ddpm8_w0" in keys
+    assert all(r["nfe"] == r["steps"] * (2 if r["guidance_w"] else 1) for r in meta["runs"])   # guided step = 2
     for k in keys:
         x = arrays[f"{k}_x"]
         assert x.shape == (20, 28, 28) and x.dtype.name == "float32" and 0 <= x.min() and x.max() <= 1
         assert arrays[f"{k}_y"].tolist() == [i % 10 for i in range(20)]
     metrics = read_json(tmp_path / "reports" / "metrics" / "diffusion.json")
-    assert metrics["runs"]["ddim2_w0"]["val_n"] == 20
-    assert (tmp_path / "reports" / "figures" / "diffusion" / "samples_ddim2_w1.png").exists()
+    assert metrics["eta"] == eta and len(metrics["eta_curve_val"]) == 2 and len(metrics["guidance_curve_val"]) == 2
+    assert (tmp_path / "reports" / "figures" / "diffusion" / "samples_ddim2_eta0_w0.png").exists()

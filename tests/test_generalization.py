@@ -312,3 +312,8 @@ def test_stage_smoke_writes_metrics_in_the_issue_format(make_cfg, prepared, tmp_
     assert {"random_labels.png", "adversarial_accuracy.png", "adversarial_cnn.png", "reliability_mlp.png",
             "entropy_ood.png"} <= figures
     assert (tmp_path / "reports" / "plots" / "generalization" / "adversarial.csv").exists()
+    claims = {c["id"]: c for c in m["conclusions"]}
+    assert set(claims) == {"temperature_scaling_lowers_ece", "random_labels_memorized"}
+    t = claims["temperature_scaling_lowers_ece"]
+    assert t["estimate"] == pytest.approx(cal["ece_before"] - cal["ece_after"]) and t["ci95"] == [-hi, -lo]
+    assert claims["random_labels_memorized"]["ci95"][0] <= rl["train_accuracy"][-1] <= claims["random_labels_memorized"]["ci95"][1]

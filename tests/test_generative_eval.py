@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from genlab.errors import GenlabError
-from genlab.evaluate.fid import SampleScorer, choose_guidance
+from genlab.evaluate.fid import Reference, SampleScorer, choose_guidance, features, fid_ci, frechet, real_vs_real
+from genlab.evaluate.selection import TestSplitSelection
 from genlab.io import load_arrays, read_json, save_arrays, save_model, write_json
 from genlab.nn.classifiers import CNN
 
@@ -50,19 +51,33 @@ def test_fid_matches_the_closed_form_on_the_cnn_features(cnn, images):
     assert SampleScorer(cnn, images)(fake, torch.zeros(300, dtype=torch.long))["fid"] == pytest.approx(expected, rel=1e-3)
 
 
-def test_guidance_is_chosen_by_validation_fid_among_guided_runs_only(cnn, images):
-    """w = 0 reproduces the real set exactly (FID 0) but is never a candidate; of the guided runs the least
-    noisy wins; every run gets its validation scores."""
+def test_guidance_is_chosen_by_the_rule_on_validation_and_refused_on_test(cnn, images):
+    """With no accuracy bar the least noisy w wins (w = 0 is a candidate); every run gets its validation scores;
+    a test scorer is refused."""
     g = torch.Generator().manual_seed(2)
     y = (torch.arange(300) % 10).numpy()
-    noise = {0.0: 0.0, 0.5: 0.3, 1.0: 0.1, 2.0: 0.5}
+    noise = {0.0: 0.2, 0.5: 0.3, 1.0: 0.1, 2.0: 0.5}
     runs = [{"key": f"w{w:g}", "guidance_w": w} for w in noise]
     arrays = {f"w{w:g}_x": (images + s * torch.randn(images.shape, generator=g)).clamp(0, 1).numpy()
               for w, s in noise.items()}
     arrays |= {f"w{w:g}_y": y for w in noise}
-    assert choose_guidance(SampleScorer(cnn, images), arrays, runs) == 1.0
+    assert choose_guidance(SampleScorer(cnn, images), arrays, runs, accuracy_bar=0.0) == 1.0
     assert all({"val_fid", "val_accuracy", "val_n"} <= set(r) and r["val_n"] == 300 for r in runs)
-    assert runs[0]["val_fid"] < runs[2]["val_fid"] < runs[1]["val_fid"] < runs[3]["val_fid"]
+    assert runs[2]["val_fid"] < runs[0]["val_fid"] < runs[1]["val_fid"] < runs[3]["val_fid"]
+    with pytest.raises(TestSplitSelection):
+        choose_guidance(SampleScorer(cnn, images, split="test"), arrays, runs, accuracy_bar=0.0)
+
+
+def test_fid_from_features_matches_torchmetrics_and_the_floor_is_low_for_real_data(cnn, images):
+    f = features(cnn, images)
+    fake = features(cnn, (images.flip(-1) * 0.8))
+    ref = Reference(f[:150])
+    expected = SampleScorer(cnn, images[:150])(images.flip(-1)[150:] * 0.8, torch.zeros(150, dtype=torch.long))["fid"]
+    assert frechet(fake[150:], ref) == pytest.approx(expected, rel=1e-3)
+    floor = real_vs_real(f[150:], ref, 100, n_subsets=5)
+    assert floor["mean"] < frechet(fake[150:], ref) and floor["ci95"][0] <= floor["mean"] <= floor["ci95"][1]
+    ci = fid_ci(fake[150:], ref, n_boot=20)
+    assert ci["ci"][0] <= ci["ci"][1] and ci["n"] == 150
 
 
 def test_accuracy_counts_agreement_with_the_cnn(cnn, images):
@@ -86,16 +101,19 @@ def fake_pipeline(cfg, test_x: np.ndarray, test_y: np.ndarray) -> None:
     idx = np.concatenate([np.flatnonzero(test_y == k)[:2] for k in range(10)])
     good, y = test_x[idx].astype(np.float32) / 255, test_y[idx]
     noise = np.random.default_rng(0).uniform(0, 1, good.shape).astype(np.float32)
-    for stage, runs, main_nfe in [("flow_matching", [("euler_nfe2_w0", "euler", 2, 0.0), ("euler_nfe2_w1", "euler", 2, 1.0),
-                                                     ("euler_nfe1_w0", "euler", 1, 0.0)], 2),
-                                  ("diffusion", [("ddim_w0", "ddim", 2, 0.0), ("ddim_w1", "ddim", 2, 1.0),
-                                                 ("ddpm_w0", "ddpm", 8, 0.0)], 2)]:
+    for stage, runs in [("flow_matching", [("euler2_w0", "euler", 2, 0.0, None), ("euler2_w1", "euler", 2, 1.0, None),
+                                            ("euler1_w0", "euler", 1, 0.0, None)]),
+                        ("diffusion", [("ddim2_eta0_w0", "ddim", 2, 0.0, 0.0), ("ddim2_eta0_w1", "ddim", 2, 1.0, 0.0),
+                                       ("ddpm8_w0", "ddpm", 8, 0.0, 1.0)])]:
         arrays = {}
         for key, *_ in runs:
             arrays[f"{key}_x"] = good if key.endswith("w1") else noise
             arrays[f"{key}_y"] = y
-        meta = [{"key": k, "sampler": s, "nfe": n, "guidance_w": w, "seconds": 0.1} for k, s, n, w in runs]
-        save_arrays(f"{models}/{stage}/samples", arrays, {"runs": meta, "main_nfe": main_nfe, "best_w": 1.0})
+        meta = [{"key": k, "sampler": s, "steps": n, "nfe": n * (2 if w else 1), "guidance_w": w, "eta": e,
+                 "seconds": 0.1} for k, s, n, w, e in runs]
+        selection = [{"guidance_w": w, "nfe": 2, "val_fid": 1.0 + w, "val_accuracy": 0.9} for w in (0.0, 1.0)]
+        save_arrays(f"{models}/{stage}/samples", arrays, {"runs": meta, "main_steps": 2, "best_w": 1.0, "eta": 0.0,
+                                                          "selection": selection})
     reports = cfg.paths.reports
     write_json(f"{reports}/metrics/cnf.json", {"cnf_toy": {"test_nll": 2.9, "sec_per_iter": 0.5, "nfe": 60}})
     write_json(f"{reports}/metrics/flow_matching.json", {"fm_toy": {"test_nll": 2.95, "sec_per_iter": 0.01},
@@ -112,21 +130,15 @@ def test_stage_on_fake_sample_files(make_cfg, prepared, tmp_path):
     generative_eval.run(cfg)
     out = read_json(tmp_path / "reports" / "metrics" / "generative.json")
     fm, dm = out["flow_matching"], out["diffusion"]
-    assert out["n_samples"] == 10 and fm["nfe"] == 2 and dm["steps"] == 2 and dm["ddpm_steps"] == 8
+    assert out["n_samples"] == 10 and fm["nfe"] == 4 and fm["steps"] == 2 and dm["steps"] == 2
+    assert dm["ddpm"]["steps"] == 8 and dm["chosen_eta"] == 0.0
     assert fm["guidance_w"] == dm["guidance_w"] == 1.0 and dm["sampler"] == "ddim"
     assert fm["fid"] < fm["fid_w0"] and dm["fid"] < dm["fid_w0"]          # real digits beat uniform noise
+    assert fm["fid_ci95"][0] <= fm["fid"] <= fm["fid_ci95"][1] or fm["fid_ci95"][0] > fm["fid"]   # bootstrap is biased up
+    assert out["real_vs_real_fid"]["n"] == 10 and out["real_vs_real_fid"]["mean"] < fm["fid_w0"]
     assert out["cnf_toy"]["nfe"] == 60 and out["fm_over_cnf_time_to_nll"] == 0.05
     assert out["fm_over_cnf_nfe_to_nll"] == 0.07
-    assert out["fm_fid_le_diffusion_at_equal_nfe"] == {"w0": True, "guided": True}   # identical files: equal FID
-    for name in ("fid_vs_nfe", "accuracy_vs_guidance", "samples_flow_matching", "samples_diffusion"):
-        assert (tmp_path / "reports" / "figures" / "generative" / f"{name}.png").exists()
-    assert len((tmp_path / "reports" / "plots" / "generative" / "runs.csv").read_text().splitlines()) == 7
-
-
-def test_missing_upstream_results_name_the_stage(make_cfg, prepared, tmp_path):
-    from genlab.stages import generative_eval
-
-    cfg = make_cfg(tmp_path, f"paths.data={prepared / 'data'}")
-    write_json(tmp_path / "reports" / "metrics" / "cnf.json", {"cnf_toy": {}})
-    with pytest.raises(GenlabError, match="`flow_matching` stage"):
-        generative_eval.run(cfg)
+    claims = {c["id"]: c for c in out["conclusions"]}
+    assert claims["fm_beats_diffusion_fid_10nfe"]["estimate"] == pytest.approx(0.0, abs=1e-9)   # identical files
+    assert claims["fm_beats_diffusion_fid_10nfe"]["n_seeds"] == 1
+    assert len(out["guidance_curves_val"]) == 4

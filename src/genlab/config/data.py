@@ -31,9 +31,13 @@ class MnistConfig(Section):
 class DigitsConfig(Section):
     path: ClassVar[str] = "data.digits"
     test_fraction: float = MISSING    # of sklearn's 8×8 digits held out for testing
+    val_fraction: float = MISSING     # of all images held out for selection (steps, batch size)
 
     def check(self):
-        fraction(self, "test_fraction")
+        fraction(self, "test_fraction", "val_fraction")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ConfigError(f"data.digits: test_fraction + val_fraction must be < 1 (got {self.test_fraction} + "
+                              f"{self.val_fraction})", "e.g. test_fraction=0.2 val_fraction=0.2")
 
 
 @dataclass
@@ -42,10 +46,11 @@ class Toy2dConfig(Section):
     names: list[str] = MISSING        # 2D densities written: moons, gaussians8, checkerboard, spirals
     n_train: int = MISSING
     n_test: int = MISSING
+    n_val: int = MISSING              # validation points: every choice (steps, lr, thresholds) is made on them
     noise: float = MISSING            # std of the Gaussian noise added to each point
 
     def check(self):
-        positive(self, "n_train", "n_test")
+        positive(self, "n_train", "n_test", "n_val")
         if self.noise < 0:
             raise ConfigError(f"data.toy2d.noise must be ≥ 0 (got {self.noise})", "e.g. data.toy2d.noise=0.05")
         one_of(self, "names", ("moons", "gaussians8", "checkerboard", "spirals"))

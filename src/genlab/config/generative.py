@@ -31,6 +31,17 @@ class UNetConfig(Section):
                               "e.g. channel_mults=[1,2,2] (resolutions 28, 14, 7)")
 
 
+def guidance_grid(section) -> None:
+    """A guidance grid: distinct w ≥ 0 (w = 0, the unguided reference, is sampled whether listed or not); an
+    accuracy bar in [0, 1]."""
+    ws = list(section.guidance_ws)
+    if not ws or min(ws) < 0 or len(set(ws)) != len(ws):
+        raise ConfigError(f"{section.path}.guidance_ws must be distinct values ≥ 0 (got {ws})",
+                          "e.g. guidance_ws=[0,0.25,0.5,1,2]")
+    if not 0 <= section.accuracy_bar <= 1:
+        raise ConfigError(f"{section.path}.accuracy_bar must be in [0, 1] (got {section.accuracy_bar})", "e.g. 0.98")
+
+
 @dataclass
 class FieldTrainConfig(Section):
     """A ``genlab.nn.vector_field.VectorField`` and its training (model.cnf.toy|digits, model.flow_matching.toy)."""
@@ -84,21 +95,22 @@ class FlowMatchingMnistConfig(Section):
     label_dropout: float = MISSING    # p(label → null) in training
     t_sampling: str = MISSING         # training times: uniform | logit_normal (Esser et al. 2024, eq. 19)
     sampler: str = MISSING            # euler | midpoint | dopri5 (for the main runs and the sweep)
-    nfe: int = MISSING                # main runs' network evaluations (a guided one counts once)
-    guidance_ws: list[float] = MISSING   # ṽ = (1+w)·v(x,c) − w·v(x,∅): each is sampled, the lowest validation
-                                      # FID picks the reported one
-    n_samples: int = MISSING          # per main run, equally many per class
+    nfe: int = MISSING                # main runs' sampler steps (= network evaluations unguided; a guided step is 2)
+    guidance_ws: list[float] = MISSING   # ṽ = (1+w)·v(x,c) − w·v(x,∅), 0 included: the grid scored on validation
+    accuracy_bar: float = MISSING     # guidance rule: lowest validation FID among w with accuracy ≥ this, else lowest
+    n_select: int = MISSING           # samples per validation (selection) run
+    n_samples: int = MISSING          # per test run, equally many per class
     sweep_nfe: list[int] = MISSING    # NFEs of the quality-vs-NFE sweep (w = 0)
     sweep_n: int = MISSING            # samples per sweep run (generative_eval scores every run on as many)
 
     def check(self):
-        positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n")
+        positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n", "n_select")
         fraction(self, "ema", "label_dropout")
         one_of(self, "sampler", ("euler", "midpoint", "dopri5"))
         one_of(self, "t_sampling", ("uniform", "logit_normal"))
-        if not self.guidance_ws or min(self.guidance_ws) <= 0 or min(self.sweep_nfe, default=1) < 1:
-            raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and sweep_nfe ≥ 1 (got "
-                              f"{self.guidance_ws}, {self.sweep_nfe})", "e.g. guidance_ws=[0.5,1] sweep_nfe=[2,5,10]")
+        guidance_grid(self)
+        if min(self.sweep_nfe, default=1) < 1:
+            raise ConfigError(f"{self.path}: need sweep_nfe ≥ 1 (got {self.sweep_nfe})", "e.g. sweep_nfe=[2,5,20]")
         if self.sampler == "midpoint" and any(n % 2 for n in [self.nfe, *self.sweep_nfe]):
             raise ConfigError(f"{self.path}.sampler=midpoint needs even NFEs (got nfe={self.nfe}, "
                               f"sweep_nfe={self.sweep_nfe})", "use even values or sampler=euler")
@@ -115,6 +127,8 @@ class FlowMatchingConfig(Section):
     rtol: float = MISSING             # dopri5 tolerances (likelihood, dopri5 sampler)
     atol: float = MISSING
     ema: float = MISSING              # decay of the 2D models' weight average (the evaluated weights)
+    nll_deltas: list[float] = MISSING   # 2D: time to the true validation NLL + δ, for each δ (nats)
+    true_nll_tolerance: float = MISSING   # 2D claim: FM's test NLL within this many nats of the true density's
     toy: FieldTrainConfig = field(default_factory=FieldTrainConfig)
     mnist: FlowMatchingMnistConfig = field(default_factory=FlowMatchingMnistConfig)
 
@@ -125,6 +139,10 @@ class FlowMatchingConfig(Section):
         if self.ot_block is not None:
             positive(self, "ot_block")
         fraction(self, "ema")
+        positive(self, "true_nll_tolerance")
+        if not self.nll_deltas or min(self.nll_deltas) < 0:
+            raise ConfigError(f"{self.path}.nll_deltas must be non-empty and ≥ 0 (got {self.nll_deltas})",
+                              "e.g. nll_deltas=[0.2,0.1,0.05,0.02]")
         if self.coupling not in self.couplings or self.sigma < 0:
             raise ConfigError(f"model.flow_matching: coupling={self.coupling!r} must be in couplings={self.couplings}"
                               f" and sigma ≥ 0 (got {self.sigma})", "add it to model.flow_matching.couplings")
@@ -145,31 +163,38 @@ class DiffusionConfig(Section):
     snr_gamma: float = MISSING        # Min-SNR-γ loss weight (Hang et al. 2023); 0: plain MSE of the prediction
     label_dropout: float = MISSING    # p(label → null) in training
     sample_steps: int = MISSING       # DDIM steps of the main runs
-    ddim_eta: float = MISSING         # DDIM noise η (Song et al. eq. 16): 0 deterministic, 1 DDPM's posterior
+    ddim_etas: list[float] = MISSING   # DDIM noise η (Song et al. eq. 16) probed on validation at w = 0; 0 is also
+                                      # always sampled at test (the deterministic sampler beside FM's Euler)
     sweep_steps: list[int] = MISSING   # extra DDIM step counts (w = 0): quality vs NFE
-    guidance_ws: list[float] = MISSING   # ε̃ = (1+w)ε(x,c) − wε(x,∅)
-    n_samples: int = MISSING          # per run (DDIM and DDPM), equally many per class
+    guidance_ws: list[float] = MISSING   # ε̃ = (1+w)ε(x,c) − wε(x,∅), 0 included: the grid scored on validation
+    accuracy_bar: float = MISSING     # guidance rule (as flow matching's)
+    n_select: int = MISSING           # samples per validation (selection) run
+    ddpm_reference: bool = MISSING    # also sample ancestral DDPM with all T steps at w = 0 (test)
+    n_samples: int = MISSING          # per test run (DDIM and DDPM), equally many per class
 
     def check(self):
-        positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples")
+        positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples", "n_select")
         fraction(self, "ema", "label_dropout")
         nonnegative(self, "snr_gamma")
         one_of(self, "schedule", ("linear", "cosine"))
         one_of(self, "prediction", ("eps", "v"))
-        if not 0 <= self.ddim_eta <= 1:
-            raise ConfigError(f"{self.path}.ddim_eta={self.ddim_eta} must be in [0, 1]", "use 0 (deterministic) … 1")
-        if not self.guidance_ws or min(self.guidance_ws) <= 0 or max([self.sample_steps, *self.sweep_steps]) > self.timesteps \
-                or min(self.sweep_steps, default=1) < 1:
-            raise ConfigError(f"{self.path}: need guidance_ws > 0 (non-empty) and 1 ≤ sample_steps, sweep_steps ≤ timesteps "
-                              f"(got {self.guidance_ws}, {self.sample_steps})", "e.g. guidance_ws=[1,3] sample_steps=10")
+        if not self.ddim_etas or not all(0 <= e <= 1 for e in self.ddim_etas):
+            raise ConfigError(f"{self.path}.ddim_etas={self.ddim_etas} must be non-empty values in [0, 1]",
+                              "e.g. ddim_etas=[0,0.5,1] (0 deterministic … 1 DDPM's posterior)")
+        guidance_grid(self)
+        if max([self.sample_steps, *self.sweep_steps]) > self.timesteps or min(self.sweep_steps, default=1) < 1:
+            raise ConfigError(f"{self.path}: need 1 ≤ sample_steps, sweep_steps ≤ timesteps "
+                              f"(got {self.sample_steps}, {self.sweep_steps})", "e.g. sample_steps=10")
 
 
 @dataclass
 class GenerativeEvalConfig(Section):
     path: ClassVar[str] = "model.generative_eval"
     n_samples: int = MISSING          # per run, class-balanced: FID and accuracy always on this many
+    n_boot: int = MISSING             # bootstrap resamples of a run's samples (FID interval)
+    n_floor: int = MISSING            # random subsets of real training images for the real-vs-real FID floor
 
     def check(self):
-        positive(self, "n_samples")
+        positive(self, "n_samples", "n_boot", "n_floor")
         if self.n_samples % 10:
             raise ConfigError(f"{self.path}.n_samples must be a multiple of 10 (got {self.n_samples})", "e.g. 1000")

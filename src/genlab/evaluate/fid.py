@@ -5,6 +5,10 @@ the CNN's penultimate activations (128-D) of real and generated images — torch
 ``FrechetInceptionDistance`` with a custom ``feature`` module, which does not need torch-fidelity.
 Class accuracy: the same CNN classifies each sample; compared with the label it was generated for.
 Both take images ``[N, 28, 28]`` (or ``[N, 1, 28, 28]``) in [0, 1].
+
+Intervals and floors (``fid_ci``, ``real_vs_real``): FID is a biased, noisy statistic of N samples, so
+a run's FID comes with a bootstrap interval over its samples, and beside it the FID of *real* images
+against the same reference at the same N — the noise floor no generator can beat at that N.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from genlab.evaluate.selection import SPLITS, choose_guidance as guidance_rule
 from genlab.io import load_model
 from genlab.nn.classifiers import CNN, build
 from genlab.saved.classifier import model_config
@@ -56,8 +61,9 @@ class SampleScorer:
     """FID against a fixed real set (features computed once) and CNN class accuracy of samples, from one CNN
     pass per batch. Batches of 100 images run ~2× faster than 500 on a 2-core CPU (activations stay in cache)."""
 
-    def __init__(self, cnn: CNN, real: torch.Tensor, batch_size: int = 100):
-        self.cnn, self.batch_size, self.features = cnn, batch_size, CNNFeatures(cnn)
+    def __init__(self, cnn: CNN, real: torch.Tensor, batch_size: int = 100, split: str = "val"):
+        assert split in SPLITS, split
+        self.cnn, self.batch_size, self.features, self.split = cnn, batch_size, CNNFeatures(cnn), split
         self.fid = FrechetInceptionDistance(feature=self.features, normalize=True, reset_real_features=False,
                                             input_img_size=(1, 28, 28))
         for chunk in as_images(real).split(batch_size):
@@ -75,12 +81,83 @@ class SampleScorer:
         return {"fid": float(self.fid.compute()), "accuracy": float(acc.compute()), "n": len(x)}
 
 
-def choose_guidance(scorer: SampleScorer, arrays: dict[str, np.ndarray], runs: list[dict]) -> float:
-    """The guidance weight w > 0 whose run has the lowest FID on the scorer's real images — the *validation*
-    images: the test set never chooses anything. Every run gets ``val_fid``, ``val_accuracy``, ``val_n`` in place.
-
-    ``runs``: dicts with ``key`` and ``guidance_w``; ``arrays``: ``<key>_x`` [N, 28, 28] in [0, 1], ``<key>_y`` [N].
-    """
+def score_runs(scorer: SampleScorer, arrays: dict[str, np.ndarray], runs: list[dict]) -> None:
+    """Every run gets ``<split>_fid``, ``<split>_accuracy``, ``<split>_n`` in place, scored against the scorer's
+    real images. ``arrays``: ``<key>_x`` [N, 28, 28] in [0, 1], ``<key>_y`` [N]."""
     for r in runs:
-        r.update({f"val_{k}": v for k, v in scorer(arrays[f"{r['key']}_x"], arrays[f"{r['key']}_y"]).items()})
-    return min((r for r in runs if r["guidance_w"] > 0), key=lambda r: r["val_fid"])["guidance_w"]
+        r.update({f"{scorer.split}_{k}": v for k, v in scorer(arrays[f"{r['key']}_x"], arrays[f"{r['key']}_y"]).items()})
+
+
+def choose_guidance(scorer: SampleScorer, arrays: dict[str, np.ndarray], runs: list[dict], accuracy_bar: float) -> float:
+    """The guidance weight chosen by ``genlab.evaluate.selection.choose_guidance`` (lowest FID among the runs whose
+    class accuracy ≥ ``accuracy_bar``, else lowest FID) on the scorer's real images — the *validation* images: a
+    test scorer is refused. Every run is scored in place (``score_runs``); ``runs`` holds one run per w."""
+    score_runs(scorer, arrays, runs)
+    rows = [{"guidance_w": r["guidance_w"], "fid": r[f"{scorer.split}_fid"], "accuracy": r[f"{scorer.split}_accuracy"]}
+            for r in runs]
+    return guidance_rule(rows, scorer.split, accuracy_bar)["guidance_w"]
+
+
+# --- FID from features: intervals and the real-vs-real floor ---------------------------------
+
+@torch.no_grad()
+def features(cnn: CNN, x, batch_size: int = 100) -> np.ndarray:
+    """Penultimate CNN activations ``[N, d]`` (float64) of images ``[N, 28, 28]`` in [0, 1]."""
+    f = CNNFeatures(cnn)
+    return torch.cat([f(xb) for xb in as_images(x).split(batch_size)]).double().numpy()   # device: cpu-only (as above)
+
+
+class Reference:
+    """Statistics of the real reference features ``[M, d]``, computed once: mean μ_r, covariance Σ_r and its
+    symmetric square root S = Σ_r^{1/2} (eigendecomposition), so each FID needs one symmetric eigenproblem."""
+
+    def __init__(self, real: np.ndarray):
+        self.mu, self.cov = real.mean(0), np.cov(real, rowvar=False)
+        vals, vecs = np.linalg.eigh(self.cov)
+        self.sqrt = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+        self.n = len(real)
+
+
+def frechet(a: np.ndarray, ref: Reference) -> float:
+    """FID of features ``[N, d]`` against a ``Reference``: ‖μ_a − μ_r‖² + Tr(Σ_a + Σ_r − 2(Σ_r Σ_a)^{1/2})
+    (Heusel et al. 2017, eq. 6), unbiased covariances as torchmetrics. Tr((Σ_r Σ_a)^{1/2}) = Tr((S Σ_a S)^{1/2})
+    for S = Σ_r^{1/2} (the two products are similar matrices), and S Σ_a S is symmetric PSD: the sum of the
+    square roots of its eigenvalues."""
+    mu, cov = a.mean(0), np.cov(a, rowvar=False)
+    root = np.sqrt(np.clip(np.linalg.eigvalsh(ref.sqrt @ cov @ ref.sqrt), 0, None)).sum()
+    return float(((mu - ref.mu) ** 2).sum() + np.trace(cov) + np.trace(ref.cov) - 2 * root)
+
+
+def fid_ci(fake: np.ndarray, real: Reference, n_boot: int = 100, seed: int = 0) -> dict:
+    """FID of ``fake`` features ``[N, d]`` against the ``real`` reference with a 95% percentile bootstrap interval
+    over the generated samples (resampled with replacement; the reference is fixed). The unit is a sample
+    within one trained model, so the interval is sampling noise, not seed-to-seed variation."""
+    rng = np.random.default_rng(seed)
+    boots = [frechet(fake[rng.integers(0, len(fake), len(fake))], real) for _ in range(n_boot)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"estimate": frechet(fake, real), "ci": [float(lo), float(hi)], "boot": boots, "n": len(fake),
+            "confidence": 0.95, "method": f"bootstrap percentile over {len(fake)} samples ({n_boot} resamples)"}
+
+
+def fid_difference_ci(a: np.ndarray, b: np.ndarray, real: Reference, n_boot: int = 100, seed: int = 0) -> dict:
+    """FID(a) − FID(b) against the same ``real`` features, with a 95% percentile bootstrap interval resampling the
+    two (independent) sample sets separately."""
+    rng = np.random.default_rng(seed)
+    boots = [frechet(a[rng.integers(0, len(a), len(a))], real) - frechet(b[rng.integers(0, len(b), len(b))], real)
+             for _ in range(n_boot)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"estimate": frechet(a, real) - frechet(b, real), "ci": [float(lo), float(hi)], "n": min(len(a), len(b)),
+            "confidence": 0.95, "method": f"bootstrap percentile over samples ({n_boot} resamples each set)"}
+
+
+def real_vs_real(pool: np.ndarray, real: Reference, n: int, n_subsets: int = 20, seed: int = 0) -> dict:
+    """The FID noise floor: FID of ``n`` real images drawn without replacement from ``pool`` features (images
+    disjoint from the reference) against ``real``, over ``n_subsets`` random subsets: mean and 95% percentile
+    interval. A generator whose FID is inside it is indistinguishable from real data at this N."""
+    rng = np.random.default_rng(seed)
+    if len(pool) < n:
+        raise ValueError(f"real-vs-real FID needs {n} pool images, have {len(pool)}")
+    values = [frechet(pool[rng.choice(len(pool), n, replace=False)], real) for _ in range(n_subsets)]
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return {"mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)), "ci95": [float(lo), float(hi)],
+            "n": n, "n_subsets": n_subsets}

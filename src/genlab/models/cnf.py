@@ -55,7 +55,7 @@ class CNF(pl.LightningModule):
         self.field, self.transform = field, transform
         self.lr, self.weight_decay, self.rtol, self.atol = lr, weight_decay, rtol, atol
         self.adjoint, self.exact_trace = adjoint, exact_trace
-        self.test_nll = MeanMetric()
+        self.val_nll = MeanMetric()   # the validation split: selection only, never test
         self.calls, self.nfe_forward, self.nfe_backward = 0, [], []   # NFE per training step
         field.register_forward_pre_hook(self._count)
 
@@ -82,8 +82,8 @@ class CNF(pl.LightningModule):
         self.nfe_backward.append(self.calls - self._calls_before_backward)
 
     def validation_step(self, batch, batch_idx):
-        self.test_nll.update(-self.log_prob(batch[0]))
-        self.log("test/nll", self.test_nll, on_epoch=True)
+        self.val_nll.update(-self.log_prob(batch[0]))
+        self.log("val/nll", self.val_nll, on_epoch=True)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

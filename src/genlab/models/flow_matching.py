@@ -29,7 +29,7 @@ class FlowMatching(pl.LightningModule):
         super().__init__()
         self.net, self.matcher, self.n_classes, self.label_dropout = net, matcher, n_classes, label_dropout
         self.lr, self.weight_decay, self.rtol, self.atol, self.one_cycle = lr, weight_decay, rtol, atol, one_cycle
-        self.test_nll = MeanMetric()
+        self.val_nll = MeanMetric()   # the validation split: selection only, never test
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, w: float = 0.0) -> torch.Tensor:
         """Guided velocity ṽ ``[B, …]``; one network call (cond and uncond halves share the batch when w ≠ 0)."""
@@ -66,8 +66,8 @@ class FlowMatching(pl.LightningModule):
         return ode.log_likelihood(self.net, x, exact=True, rtol=self.rtol, atol=self.atol)
 
     def validation_step(self, batch, batch_idx):
-        self.test_nll.update(-self.log_prob(batch[0]))
-        self.log("test/nll", self.test_nll, on_epoch=True)
+        self.val_nll.update(-self.log_prob(batch[0]))
+        self.log("val/nll", self.val_nll, on_epoch=True)
 
     def configure_optimizers(self):
         if not self.one_cycle:   # constant rate: the NLL-vs-time curve does not depend on the run's length
