@@ -117,18 +117,25 @@ def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path, one_thread):
         stage.run(cfg)
     reports = tmp_path / "reports"
     summary = json.loads((reports / "metrics" / "rlhf.json").read_text())
-    assert {"reward_model", "sft", "ppo", "dpo", "ipo", "best_of_n", "overoptimization"} <= summary.keys()
-    assert {"gold_reward", "kl", "proxy_reward"} <= summary["ppo"].keys()
-    assert {"alpha", "beta"} <= summary["overoptimization"]["rl_fit"].keys()
+    assert {"reward_model", "base", "sft", "sft_temperature_curve", "ppo", "rloo", "grpo", "dpo", "ipo",
+            "best_of_n"} <= summary.keys()
+    assert {"gold_reward", "gold_reward_ci95", "kl", "vs_temperature_at_kl", "vs_best_of_n_at_kl"} <= summary["ppo"].keys()
     assert 0.0 <= summary["sft"]["gold_reward"] <= 1.0 and 0.0 <= summary["reward_model"]["pair_accuracy"] <= 1.0
-    assert summary["best_of_n"]["n"] == [1, 2, 4, 8] and summary["best_of_n"]["kl"][0] == 0.0
+    assert [r["n"] for r in summary["best_of_n"]] == [1, 2, 4, 8] and abs(summary["best_of_n"][0]["kl_exact"]["mean"]) < 1e-9
+    assert all(r["kl_exact"]["mean"] <= r["kl_bound"] + 1e-9 for r in summary["best_of_n"])
+    over = json.loads((reports / "metrics" / "overoptimization.json").read_text())
+    assert {"alpha", "beta", "alpha_ci95"} <= over["sizes"]["10 pairs"]["ppo"]["fit"].keys()
+    ids = {c["id"] for c in over["conclusions"]} | {c["id"] for c in json.loads(
+        (reports / "metrics" / "ppo.json").read_text())["conclusions"]}
+    assert {"ppo_beats_kl_matched_sft_temperature", "rloo_vs_ppo_gold", "ppo_rm10_gold_falls_while_proxy_rises",
+            "best_of_n_rmmain_gold_falls_while_proxy_rises"} <= ids
     ppo_log = (reports / "plots" / "ppo" / "train.csv").read_text().splitlines()[0]
     for name in ("objective/kl", "objective/entropy", "objective/scores", "objective/rlhf_reward",
                  "policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/ratio"):
         assert name in ppo_log
     assert (reports / "figures" / "rlhf" / "gold_vs_proxy.png").exists()
     samples = (reports / "figures" / "rlhf" / "samples.txt").read_text()
-    assert all(name in samples for name in ("sft", "ppo", "dpo", "ipo", "hinge"))
+    assert all(name in samples for name in ("sft", "ppo", "rloo", "grpo", "dpo", "ipo", "hinge"))
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").rglob("*.ckpt"))
     sft_w, rm_w = (torch.load(tmp_path / "models" / "rlhf" / f"{name}.pt", weights_only=True)["state_dict"]
                    for name in ("sft", "reward_model"))

@@ -1,0 +1,213 @@
+"""The RLHF trust layer: best-of-n (estimator, exact KL, fits) against brute force on small discrete
+policies, the interval test for over-optimization, KL-matched baselines, where the score enters the
+rewards, critic-free advantages, the carry-habit demonstrations, margins in the pairs file, and the
+reference model left bit-identical by PPO."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from genlab.data.arithmetic import EOS, PAD, VOCAB
+from genlab.data.preferences import read_jsonl
+from genlab.data.rlhf_task import demonstrations, prompts, response_width, units_carry
+from genlab.evaluate import overoptimization as oo
+from genlab.evaluate.gold_reward import answer_digits, gold_reward
+from genlab.evaluate.policy import interpolate_at_kl, kl_matched_gap, score
+from genlab.nn.heads import RewardModel
+from genlab.nn.transformer import Transformer, TransformerConfig
+from genlab.rl.advantages import group_advantages, rloo_advantages, token_rewards
+from genlab.rl.rollout import greedy, join, response_logprobs, response_mask
+
+
+def brute_force_bon(p: np.ndarray, proxy: np.ndarray, n: int) -> np.ndarray:
+    """π_bon by enumerating all K^n ordered draws: the draw with the highest proxy wins (ties: the
+    lowest index wins — the order ``best_of_n_kl_exact`` uses)."""
+    out = np.zeros(len(p))
+    for draw in itertools.product(range(len(p)), repeat=n):
+        winner = max(draw, key=lambda k: (proxy[k], -k))
+        out[winner] += np.prod(p[list(draw)])
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_exact_best_of_n_kl_matches_brute_force_and_stays_below_the_formula(n):
+    rng = np.random.default_rng(n)
+    p = rng.dirichlet(np.ones(5) * 0.7)                      # a skewed 5-outcome policy: repeats are likely
+    proxy = rng.normal(size=5)
+    bon = brute_force_bon(p, proxy, n)
+    exact = float((bon * np.log(np.where(bon > 0, bon, 1) / p)).sum())
+    got = oo.best_of_n_kl_exact(torch.tensor(np.log(p)), torch.tensor(proxy), n)
+    assert got == pytest.approx(exact, abs=1e-10)
+    assert got <= oo.best_of_n_kl(n) + 1e-12                 # log n − (n−1)/n is an upper bound
+
+
+def test_exact_best_of_n_kl_reaches_the_formula_on_a_fine_uniform_policy():
+    k, n = 4000, 4
+    kl = oo.best_of_n_kl_exact(torch.full((k,), -math.log(k), dtype=torch.float64), torch.randn(k), n)
+    assert kl == pytest.approx(oo.best_of_n_kl(n), abs=2e-3)
+
+
+def test_exact_best_of_n_kl_lumps_unsampled_mass_below_every_sample():
+    p, proxy = np.array([0.5, 0.3, 0.2]), np.array([0.0, 1.0, 2.0])   # outcome 0 "unsampled", ranked lowest
+    full = oo.best_of_n_kl_exact(torch.tensor(np.log(p)), torch.tensor(proxy), 3)
+    partial = oo.best_of_n_kl_exact(torch.tensor(np.log(p[1:])), torch.tensor(proxy[1:]), 3)
+    assert partial == pytest.approx(full, abs=1e-12)
+
+
+def test_distinct_keeps_the_first_value_of_each_repeated_response():
+    y = torch.tensor([[1, 2], [3, 4], [1, 2], [5, 6]])
+    uniq, v = oo.distinct(y, torch.tensor([10.0, 20.0, 10.0, 30.0]))
+    assert sorted(map(tuple, uniq.tolist())) == [(1, 2), (3, 4), (5, 6)]
+    assert sorted(v.tolist()) == [10.0, 20.0, 30.0]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_best_of_n_estimator_is_the_mean_over_all_n_subsets(n):
+    g = torch.Generator().manual_seed(0)
+    proxy, values = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
+    brute = torch.tensor([np.mean([float(values[i, list(s)][proxy[i, list(s)].argmax()])
+                                   for s in itertools.combinations(range(5), n)]) for i in range(3)])
+    torch.testing.assert_close(oo.best_of_n(proxy, values, n), brute.float(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_fit_recovers_planted_gao_parameters(form):
+    d = np.linspace(0.1, 3.0, 12)
+    truth = {"alpha": 0.8, "beta": 0.3}
+    got = oo.fit(d, oo.form(d, truth, form), form)
+    assert got["alpha"] == pytest.approx(0.8, abs=1e-9) and got["beta"] == pytest.approx(0.3, abs=1e-9)
+    peak = 0.8 / 0.6 if form == "bon" else math.exp(0.8 / 0.3 - 1)
+    assert got["d_peak"] == pytest.approx(peak)
+
+
+def test_bootstrap_fit_interval_covers_the_planted_parameters():
+    rng = np.random.default_rng(0)
+    d = np.linspace(0.0, 2.0, 9)
+    kl = np.tile(d ** 2, (400, 1))
+    gold = 0.5 + oo.form(d, {"alpha": 0.6, "beta": 0.25}, "bon") + rng.normal(0, 0.2, (400, 9))
+    res = oo.bootstrap_fit(kl, gold, "bon", n_boot=200)
+    assert res["alpha_ci95"][0] < 0.6 < res["alpha_ci95"][1] and res["beta_ci95"][0] < 0.25 < res["beta_ci95"][1]
+
+
+def planted(shape_gold, shape_proxy, seeds=4, noise=0.005, seed=0):
+    rng = np.random.default_rng(seed)
+    k = len(shape_gold)
+    g = lambda: np.asarray(shape_gold)[None] + rng.normal(0, noise, (seeds, k))     # noqa: E731
+    return g(), g(), np.asarray(shape_proxy)[None] + rng.normal(0, noise, (seeds, k))
+
+
+def test_planted_overoptimization_is_detected():
+    d = np.linspace(0, 2, 9)
+    res = oo.falls_while_proxy_rises(*planted(0.8 + d * (0.3 - 0.15 * d), 0.5 * d))   # gold peaks at d = 1
+    assert res["peak_index"] == 4 and res["ci"][0] > 0 and res["gold_drop"] > 0.1
+
+
+def test_planted_flat_or_rising_gold_is_not_called_overoptimization():
+    d = np.linspace(0, 2, 9)
+    flat = oo.falls_while_proxy_rises(*planted(np.full(9, 0.9), 0.5 * d, noise=0.01))
+    rising = oo.falls_while_proxy_rises(*planted(0.8 + 0.05 * d, 0.5 * d))
+    assert not flat["ci"][0] > 0
+    assert rising["peak_index"] == 8 and rising["ci"] == [0.0, 0.0]
+
+
+def test_kl_matched_baseline_interpolates_the_temperature_curve_at_the_methods_kl():
+    curve = {"kl": [0.0, 0.2, 0.4, 0.6], "gold": [0.80, 0.88, 0.90, 0.89]}
+    assert interpolate_at_kl(curve["kl"], curve["gold"], 0.3) == pytest.approx(0.89)
+    assert interpolate_at_kl(curve["kl"], curve["gold"], 5.0) == pytest.approx(0.89)   # clamped at greedy
+    base, gap = kl_matched_gap([0.95, 0.96, 0.94], [0.3, 0.3, 0.3], [curve] * 3)
+    assert base == pytest.approx([0.89] * 3) and gap["estimate"] == pytest.approx(0.06) and gap["ci"][0] > 0
+
+
+def test_the_score_is_added_at_the_last_real_token_only():
+    kl = torch.tensor([[0.1, 0.2, 0.3, 0.0], [0.5, 0.0, 0.0, 0.0]])
+    r = token_rewards(kl.clone(), torch.tensor([2.0, -1.0]), torch.tensor([3, 1]), beta=0.5)
+    torch.testing.assert_close(r, torch.tensor([[-0.05, -0.1, -0.15 + 2.0, 0.0], [-0.25 - 1.0, 0.0, 0.0, 0.0]]))
+
+
+def test_rloo_and_grpo_advantages_match_their_formulas():
+    r = torch.tensor([1.0, 2.0, 3.0, 6.0, 0.0, 0.0, 0.0, 4.0])
+    loo = rloo_advantages(r, 4)
+    for i in range(8):
+        g = (i // 4) * 4
+        others = [r[j] for j in range(g, g + 4) if j != i]
+        assert float(loo[i]) == pytest.approx(float(r[i] - sum(others) / 3))
+    grp = group_advantages(r, 4, eps=0.0).view(2, 4)
+    torch.testing.assert_close(grp, (r.view(2, 4) - r.view(2, 4).mean(1, keepdim=True)) / r.view(2, 4).std(1, keepdim=True))
+
+
+def test_carry_habit_answers_a_plus_b_minus_10_on_the_planted_share_of_carry_prompts():
+    n = 6000
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 1000, (n,), generator=g), torch.randint(0, 1000, (n,), generator=g)
+    d, w = torch.full((n,), 3), response_width(3)
+    demos = demonstrations(a, b, d, True, w, 0.0, 0.0, g, carry_error=0.8)
+    carry = units_carry(a, b)
+    dropped = (demos[:, :4] == answer_digits(a, b - 10, d, True, w)[:, :4]).all(1)
+    right = gold_reward(a, b, d, demos, True, 0.2) == 1
+    assert abs(float(dropped[carry].float().mean()) - 0.8) < 0.03
+    assert right[~carry].all() and not dropped[~carry].any()
+    assert abs(float(carry.float().mean()) - 0.45) < 0.03
+
+
+def tiny_net(seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=16, n_layer=1, n_head=2, n_embd=16))
+
+
+def test_greedy_policy_kl_is_minus_the_reference_log_prob_of_its_answer():
+    net = tiny_net()
+    p, pl = prompts(torch.tensor([12, 3]), torch.tensor([34, 56]), torch.tensor([2, 1]))
+    probs = {"prompts": p, "prompt_len": pl, "a": torch.tensor([12, 3]), "b": torch.tensor([34, 56]),
+             "digits": torch.tensor([2, 1])}
+    y = greedy(net, p, pl, 4)
+    r = score(net, net, None, probs, y, 1.0, True, 0.2, policy_temperature=0.0)
+    ref = (response_logprobs(net, join(p, pl, y), pl, 4, 1.0) * response_mask(y)).sum(1)
+    torch.testing.assert_close(r["kl"], -ref)
+
+
+def test_jsonl_margin_is_read_and_a_bad_one_refused(tmp_path):
+    from genlab.errors import GenlabError
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "12+34=", "chosen": "640\\n", "rejected": "650\\n", "margin": 1.5}\n'
+                    '{"prompt": "1+2=", "chosen": "30\\n", "rejected": "40\\n"}\n')
+    assert read_jsonl(path, width=5)["margin"].tolist() == [1.5, 0.0]
+    path.write_text('{"prompt": "12+34=", "chosen": "640\\n", "rejected": "650\\n", "margin": -1}\n' * 2)
+    with pytest.raises(GenlabError, match="margin"):
+        read_jsonl(path, width=5)
+
+
+def ppo_section(**over):
+    return OmegaConf.create({"kl_coef": 0.1, "adaptive_kl": False, "target_kl": 1.0, "horizon": 100,
+                             "kl_estimator": "k1", "gamma": 1.0, "lam": 0.95, "whiten": True, "epochs": 2,
+                             "minibatches": 2, "clip": 0.2, "value_clip": 0.2, "vf_coef": 0.1, "grad_clip": 1.0,
+                             "eval_every": 100, "lr": 1e-3, "group": 2, **over})
+
+
+def test_k3_in_the_reward_warns():
+    with pytest.warns(UserWarning, match="k3"):
+        from genlab.models.ppo import PPO
+        PPO(tiny_net(), tiny_net(), RewardModel(tiny_net(1)), ppo_section(kl_estimator="k3"), 4, 1.0)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo", "grpo"])
+def test_reference_and_reward_model_are_bit_identical_after_training(algorithm, tmp_path):
+    import lightning.pytorch as pl
+    from genlab.models.ppo import PPO
+
+    torch.set_num_threads(1)
+    ref, rm = tiny_net(0), RewardModel(tiny_net(1))
+    before = {k: v.clone() for k, v in [*ref.state_dict().items(), *(("rm." + k, v) for k, v in rm.state_dict().items())]}
+    policy = tiny_net(0)
+    module = PPO(policy, ref, rm, ppo_section(), 4, 1.0, algorithm=algorithm)
+    p, pl_ = prompts(torch.tensor([12, 3, 45, 67]), torch.tensor([34, 56, 78, 9]), torch.tensor([2, 2, 2, 2]))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(p, pl_), batch_size=4 // module.group)
+    pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path).fit(module, data)
+    after = {k: v for k, v in [*ref.state_dict().items(), *(("rm." + k, v) for k, v in rm.state_dict().items())]}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(a, b) for a, b in zip(policy.state_dict().values(), tiny_net(0).state_dict().values()))
