@@ -153,3 +153,12 @@ def test_teacher_forced_exact_match_agrees_with_greedy_generation():
     forced = module.teacher_forced(ids, prompt_len, answer_len)
     assert 0 < greedy["exact_match"].mean() and torch.equal(greedy["exact_match"], forced["exact_match"])
     assert torch.allclose(greedy["token_accuracy"], forced["right_tokens"] / forced["tokens"])
+
+
+def test_training_mix_weights_every_digit_count_equally():
+    from genlab.stages.emergence import balanced
+
+    digits = np.array([1] * 3 + [2] * 10)
+    a, b, d = balanced(np.arange(13), np.arange(13), digits)
+    assert (d == 1).sum() == (d == 2).sum() == 10
+    assert sorted(set(a[d == 1].tolist())) == [0, 1, 2] and np.array_equal(a, b)

@@ -6,8 +6,8 @@ results do not depend on the pool size. ``only=<width>`` trains just that width 
 
 Task. Problems ``a+b=`` with 1…5-digit operands (``model.emergence.digits``) are drawn here, disjoint
 train / validation / test per digit count (``genlab.data.arithmetic.sample_splits``, a fixed stream per
-digit count: the same for every size and seed). A model trains on the mix of all digit counts and is
-scored on each alone, so exact match can be read against answer length L = d + 2 tokens (d + 1 answer
+digit count: the same for every size and seed). A model trains on the mix of all digit counts, each
+equally often (``balanced``), and is scored on each alone, so exact match can be read against answer length L = d + 2 tokens (d + 1 answer
 digits and the closing "\\n"). Answers are written least-significant digit first: each later digit
 needs only the operand digits of its place and the carry just produced, the order of the addition.
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from genlab import runner
@@ -65,8 +66,20 @@ def problems(cfg) -> dict[str, tuple[torch.Tensor, ...]]:
     out = {}
     for split in ("train", "val", "test"):
         a, b, d = (arrays[f"{split}_{k}"] for k in ("a", "b", "digits"))
+        if split == "train":
+            a, b, d = balanced(a, b, d)
         out[split] = (*tokenize(a, b, d, reverse=True), torch.from_numpy(d))
     return out
+
+
+def balanced(a: np.ndarray, b: np.ndarray, digits: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The training mix with every digit count equally often: a digit count with fewer distinct problems
+    (1 digit: 70) is tiled up to the largest count, or a batch would hold it a few tenths of a percent of
+    the time and the short answers would go unlearned."""
+    counts = {d: int((digits == d).sum()) for d in np.unique(digits)}
+    most = max(counts.values())
+    keep = np.concatenate([np.resize(np.flatnonzero(digits == d), most) for d in counts])
+    return a[keep], b[keep], digits[keep]
 
 
 @torch.no_grad()
