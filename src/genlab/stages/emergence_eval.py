@@ -154,6 +154,7 @@ def metric_panels(sizes: list[dict], tables: dict, digits: list[str]) -> plt.Fig
             ax.fill_between(n, lo, hi, color=colour, alpha=0.2)
         ax.set(xscale="log", xlabel="non-embedding parameters N", title=LABELS[m],
                yscale="log" if m in LOG_SCALE else "linear")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())   # log axis: label decades only
         ax.grid(alpha=0.3)
     axes.flat[-1].axis("off")
     axes.flat[0].legend(fontsize=7)
