@@ -146,6 +146,17 @@ class RemoteTraceback(Exception):
         return self.args[0]
 
 
+def _run_job_bytes(task: bytes) -> bytes:
+    """``_run_job`` on a plain-pickled task, returning its plain-pickled result.
+
+    Jobs and results cross the process boundary as bytes from the standard pickler, so tensors travel
+    by value: the pool's own pickler would hand them over through shared memory and file descriptors
+    (torch's multiprocessing reductions), whose sharing thread prints a traceback when a pool is
+    stopped while a transfer is under way.
+    """
+    return pickle.dumps(_run_job(pickle.loads(task)))
+
+
 def _run_job(task: tuple[int, Callable, Any, int]) -> tuple[int, bool, Any]:
     """(index, fn, job, threads) → (index, True, result) or (index, False, (picklable error, traceback)).
 
@@ -155,7 +166,9 @@ def _run_job(task: tuple[int, Callable, Any, int]) -> tuple[int, bool, Any]:
     i, fn, job, threads = task
     try:
         with _job_context(job, threads):
-            return i, True, _call(fn, job)
+            result = _call(fn, job)
+        pickle.dumps(result)                       # an unpicklable result fails here, named, not in the parent
+        return i, True, result
     except Exception as e:
         tb = traceback.format_exc()
         err = _named(e, job_name(job))
@@ -216,10 +229,11 @@ def _run_pool(fn: Callable, jobs: list, workers: int, threads: int, bar) -> list
         # Workers start during submit() and inherit the environment then: the thread variables must
         # be in it before each worker's first `import torch`.
         with _environ({k: str(threads) for k in THREAD_ENV}):
-            futures = {pool.submit(_run_job, (i, fn, job, threads)): i for i, job in enumerate(jobs)}
+            futures = {pool.submit(_run_job_bytes, pickle.dumps((i, fn, job, threads))): i
+                       for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             try:
-                i, ok, out = future.result()
+                i, ok, out = pickle.loads(future.result())
             except BrokenProcessPool:                  # a worker died: killed (out of memory?) or crashed
                 # every unfinished job fails with it; which one the dead worker held is not known
                 lost = [job_name(jobs[futures[f]]) for f in futures if f.done() and not f.cancelled()

@@ -277,11 +277,12 @@ def test_diverging_ode_log_likelihood_is_one_line_with_advice():
 
 # --- resume across a changed corpus, a validation split too short, a missing launcher plugin ---
 
-def text_dataset(data: Path, chars: str) -> None:
-    """A char-level ``data/text`` over the vocabulary ``chars`` (what `genlab prepare` writes)."""
+def text_dataset(data: Path, chars: str, corpus: Path) -> None:
+    """A char-level ``data/text`` over the vocabulary ``chars`` (what `genlab prepare` writes from ``corpus``)."""
     ids = np.arange(4000) % len(chars)
+    config = {"source": "file", "file": str(corpus), "url": None, "sha256": None, "val_fraction": 0.1}
     save_arrays(data / "text", {"train": ids[:3000], "val": ids[3000:]},
-                {"vocab": list(chars), "source": "file", "n_chars": len(ids)})
+                {"vocab": list(chars), "source": "file", "n_chars": len(ids), "config": config})
 
 
 def test_gpt_does_not_resume_a_checkpoint_of_a_corpus_with_another_vocabulary(work, monkeypatch, capsys):
@@ -290,11 +291,11 @@ def test_gpt_does_not_resume_a_checkpoint_of_a_corpus_with_another_vocabulary(wo
     data = root / "data"
     args = ["gpt", *base, f"paths.data={data}", "data.text.source=file", f"data.text.file={root / 'corpus.txt'}",
             "model.gpt.max_iters=6", "trainer.checkpoint_every=3"]
-    text_dataset(data, "abcdefgh")
+    text_dataset(data, "abcdefgh", root / "corpus.txt")
     with monkeypatch.context() as m:   # an interrupted run: its last.ckpt stays behind
         m.setattr("genlab.runner.shutil.rmtree", lambda *a, **k: None)
         assert genlab(monkeypatch, capsys, *args)[0] == 0
-    text_dataset(data, "ABCDEFGH")      # the same file re-prepared from another corpus: same size, other characters
+    text_dataset(data, "ABCDEFGH", root / "corpus.txt")      # the same file re-prepared from another corpus: same size, other characters
     first = list((root / "checkpoints" / "gpt").rglob("last.ckpt"))
     assert len(first) == 1
     assert genlab(monkeypatch, capsys, *args)[0] == 0
