@@ -45,3 +45,21 @@ def test_cli_takes_compute_instead_of_tokens_and_fails_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "genlab.scaling_cli", str(tmp_path / "c.csv"), "--n", "nope"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_genlab_fit_scaling_is_the_cli_entry_point(tmp_path, monkeypatch, capsys):
+    """`genlab fit-scaling …` runs the same fitter; a missing file is one line and exit 2."""
+    from genlab import cli
+
+    write_csv(tmp_path / "runs.csv", with_tokens=False)
+    monkeypatch.setattr(sys, "argv", ["genlab", "fit-scaling", str(tmp_path / "runs.csv"), "--n", "params",
+                                      "--c", "flops", "--loss", "eval_loss", "--bootstrap", "0"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 0 and (tmp_path / "runs.fit.json").exists()
+    monkeypatch.setattr(sys, "argv", ["genlab", "fit-scaling", str(tmp_path / "nope.csv"), "--n", "N", "--d", "D",
+                                      "--loss", "loss"])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert done.value.code == 2 and len(err) == 1 and err[0].startswith("genlab: error: cannot read")

@@ -40,6 +40,8 @@ UTILITIES = {   # command → (arguments, what it does)
     "params": ("[key=value ...] [--out FILE] [--force]",
                "write the composed config to params.yaml (what DVC tracks; only the default unless --force)"),
     "check-sweep": ("FILE", "validate a wandb sweep file offline (parameters compose into valid configs)"),
+    "fit-scaling": ("CSV --n COL (--d COL | --c COL) --loss COL [--drop-highest K] [--bootstrap B]",
+                    "fit L(N, D) = E + A/N^α + B/D^β to any runs table, with bootstrap CIs"),
 }
 
 
@@ -315,13 +317,27 @@ def run_stage(stage: str, argv: list[str]) -> None:
     task()
 
 
+def utility_line(command: str, args: str, what: str) -> str:
+    """``  command args   what`` in two columns; a long synopsis puts the description on its own line."""
+    head = f"  {command} {args}"
+    return f"{head:<34}{what}" if len(head) < 34 else f"{head}\n{'':<34}{what}"
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE.format(stages="\n".join(f"  {k:<18}{v}" for k, v in stages(describe=True).items()),
-                           utilities="\n".join(f"  {f'{k} {a}':<32}{d}" for k, (a, d) in UTILITIES.items())))
+                           utilities="\n".join(utility_line(k, a, d) for k, (a, d) in UTILITIES.items())))
         return
     command, rest = argv[0], argv[1:]
+    if command == "fit-scaling":                 # its own argparse --help lists every option
+        from genlab.errors import GenlabError
+        from genlab.scaling_cli import main as fit_scaling
+
+        try:
+            sys.exit(fit_scaling(rest))
+        except GenlabError as e:
+            fail(str(e))
     if command in UTILITIES and any(a in ("-h", "--help") for a in rest):
         args, what = UTILITIES[command]
         print(f"usage: genlab {command} {args}\n{what}")
@@ -369,7 +385,7 @@ def main() -> None:
         return
     available = stages()
     if command not in available:
-        fail(f"unknown command '{command}' — fix: use one of {', '.join([*available, 'show', 'params', 'check-sweep'])}")
+        fail(f"unknown command '{command}' — fix: use one of {', '.join([*available, *UTILITIES])}")
     if any(a in ("-h", "--help") for a in rest):
         print(importlib.import_module(f"genlab.stages.{command}").__doc__)
         print(f"overrides: key=value (see `genlab show`); sweeps: genlab {command} -m key=a,b")

@@ -43,8 +43,12 @@ def read_table(path: str | Path, n: str = "N", d: str | None = "D", loss: str = 
     C ≈ 6ND, the only rule that needs no architecture). Rows with a missing or non-positive value
     in a used column are refused with their line number, not dropped.
     """
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError) as e:
+        raise GenlabError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}",
+                          "pass the path of a CSV with one row per run") from None
     if not rows:
         raise GenlabError(f"{path}: no rows", "pass a CSV with a header line and one row per run")
     wanted = [k for k in (n, d, loss, c) if k]
