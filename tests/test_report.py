@@ -65,10 +65,10 @@ def test_report_stage_writes_sections_headline_diff_and_wandb_media(make_cfg, tm
     assert 'href="#config-model.gpt"' in html and 'id="config-model.gpt"' in html
     assert "no metrics diff against HEAD" in html and "cores)" in html      # diff note; environment CPU
     runs = {r.name: r for r in (tmp_path / "logs" / "wandb").glob("offline-run-*")}
-    assert len(runs) == 2
+    assert len(runs) == 3                                              # classifier, gpt, conclusions
     media = sorted(p.relative_to(r).as_posix().split("/", 3)[-1].rsplit("_", 2)[0]
                    for r in runs.values() for p in (r / "files" / "media").rglob("*.*"))
-    assert media == ["classifier/curve", "classifier/samples", "gpt/curve", "gpt/samples"]
+    assert media == ["classifier/curve", "classifier/samples", "conclusions/claims", "gpt/curve", "gpt/samples"]
     blobs = b"".join(f.read_bytes() for r in runs.values() for f in r.glob("run-*.wandb"))
     for key, value in (("val_bpc", b"2.5"), ("test_accuracy", b"0.9"), ("train_seconds", b"12.0")):
         assert key.encode() in blobs and value in blobs                # summary == metrics file

@@ -36,8 +36,10 @@ HEADLINE = [
      "model.flow_matching"),
     ("diffusion, MNIST", "generative:diffusion.fid", "diffusion:train_seconds", "model.diffusion"),
     ("GPT (characters)", "gpt:val_bpc", "gpt:train_seconds", "model.gpt"),
-    ("scaling-law fit", "scaling:holdout_rel_error", None, "model.scaling_fit"),
-    ("emergence (Schaeffer toy model)", "emergence:schaeffer.mean_abs_error", None, "model.emergence"),
+    ("scaling-law fit (held-out error)", "scaling:holdout_rel_error", None, "model.scaling_fit"),
+    ("scaling: plain power law (held-out error)", "scaling:holdout_rel_error_powerlaw", None, "model.scaling_fit"),
+    ("emergence: p_tok^L error at transition cells", "emergence:schaeffer.transition.p_tok.mean", None,
+     "model.emergence"),
     ("reward model", "reward_model:pair_accuracy", "reward_model:train_seconds", "model.rlhf"),
     ("SFT policy", "sft:sft.gold_reward", "sft:train_seconds.sft", "model.rlhf"),
     ("PPO policy", "ppo:ppo.gold_reward", "ppo:train_seconds", "model.rlhf"),
@@ -109,6 +111,12 @@ def sections(reports: Path) -> list[dict]:
     return out
 
 
+def fmt_ci(row: dict) -> str:
+    """A headline value with its 95% CI over seeds when the stage reports one (``<key>_ci95``)."""
+    ci = row.get("ci95")
+    return fmt(row["value"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci and None not in ci else "")
+
+
 def headline(secs: list[dict]) -> list[dict]:
     """Rows of ``HEADLINE`` whose metric exists: model, metric, value, cost, section and config anchors."""
     found = {s["name"]: s["metrics"] for s in secs}
@@ -118,7 +126,9 @@ def headline(secs: list[dict]) -> list[dict]:
         if key not in found.get(stage, {}):
             continue
         cost_stage, cost_key = cost.split(":") if cost else (None, None)
-        rows.append({"model": model, "metric": key, "value": found[stage][key], "section": stage,
+        value, ci = found[stage][key], found[stage].get(f"{key}_ci95")
+        ci = ci if isinstance(ci, list) and len(ci) == 2 else None
+        rows.append({"model": model, "metric": key, "value": value, "ci95": ci, "section": stage,
                      "seconds": found.get(cost_stage, {}).get(cost_key), "config": config})
     return rows
 
@@ -169,7 +179,7 @@ def render_html(title: str, secs: list[dict], env: dict[str, str], heads: list[d
     anchors = [s["name"] for s in secs] + ["config", "environment"]
     toc = "".join(f'<li><a href="#{a}">{a}</a></li>' for a in anchors)
     head_rows = [[f'<a href="#{h["section"]}">{html.escape(h["model"])}</a>', html.escape(h["metric"]),
-                  html.escape(fmt(h["value"])), "—" if h["seconds"] is None else f"{h['seconds']:.0f}",
+                  html.escape(fmt_ci(h)), "—" if h["seconds"] is None else f"{h['seconds']:.0f}",
                   f'<a href="#config-{h["config"]}">{h["config"]}</a>'] for h in heads]
     rows, note = diff
     diff_html = (f"<p class='note'>{html.escape(note)}</p>" if note else
@@ -213,7 +223,7 @@ def render_markdown(title: str, secs: list[dict], env: dict[str, str], heads: li
     from genlab.report.conclusions import from_sections, render_markdown as claims_md  # claims first (if any)
     lines = [f"# {title}", "", *claims_md(from_sections(secs)),
              "| model | key metric | value | cost (train s) |", "|---|---|---|---|"]
-    lines += [f"| {h['model']} | {h['metric']} | {fmt(h['value'])} | "
+    lines += [f"| {h['model']} | {h['metric']} | {fmt_ci(h)} | "
               f"{'—' if h['seconds'] is None else format(h['seconds'], '.0f')} |" for h in heads]
     lines += [""]
     for s in secs:

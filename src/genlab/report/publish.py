@@ -67,6 +67,10 @@ def publish(cfg, reports: Path, names: list[str]) -> int:
             for p in sorted(figures.glob("*.txt")):
                 columns, rows = text_table(p.read_text())
                 media[f"{name}/{p.stem}"] = wandb.Table(columns=columns, data=rows)
+            if name == "conclusions":   # the claims table the report opens with, one row per claim
+                from genlab.report.conclusions import COLUMNS, load, table_rows
+
+                media["conclusions/claims"] = wandb.Table(columns=COLUMNS, data=table_rows(load(reports)))
             if media:
                 run.log(media)
             metrics = reports / "metrics" / f"{name}.json"
