@@ -6,6 +6,7 @@ spawned interpreter's sys.path: spawn passes the parent's).
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -123,3 +124,20 @@ def test_lambda_is_refused_with_a_clear_message():
 def test_empty_and_inline_plain_jobs():
     assert run_many(train_tiny, [], workers=2) == []
     assert run_many(abs, [-1, 2, -3], workers=0, progress=False) == [1, 2, 3]
+
+
+def fail_fast_with_big_job(seed: int, blob: np.ndarray) -> int:
+    if seed == 0:
+        raise ValueError("first job fails at once")
+    time.sleep(0.5)
+    return int(blob[0])
+
+
+def test_a_failing_pool_stops_even_with_large_jobs_queued():
+    """Jobs of several MB fill the pipe to the workers; after the first failure the pool must still stop
+    (the queue's feeder thread, blocked on that pipe, is not waited for)."""
+    jobs = [{"seed": s, "blob": np.full(4_000_000, s, dtype=np.float64)} for s in range(8)]
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="first job fails"):
+        run_many(fail_fast_with_big_job, jobs, workers=2, progress=False)
+    assert time.monotonic() - start < 120

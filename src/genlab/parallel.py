@@ -251,8 +251,19 @@ def _run_pool(fn: Callable, jobs: list, workers: int, threads: int, bar) -> list
     except BaseException:                              # a failed job, Ctrl-C, or a dead worker
         # stop the running jobs now (shutdown alone would wait for them); `_processes` is the
         # executor's own table of worker processes — there is no public terminate before 3.14
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in procs:
             proc.terminate()
+        for proc in procs:   # SIGTERM can be caught (Lightning's trainer does, to stop at a step boundary)
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        # the queue's feeder thread may be blocked writing a large job into the pipe that no worker
+        # will read now (the parent holds its read end too, so the write never fails): don't join it
+        call_queue = getattr(pool, "_call_queue", None)
+        if call_queue is not None:
+            call_queue.cancel_join_thread()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
