@@ -59,7 +59,7 @@ def as_images(x: torch.Tensor) -> torch.Tensor:
 
 class SampleScorer:
     """FID against a fixed real set (features computed once) and CNN class accuracy of samples, from one CNN
-    pass per batch. Batches of 100 images run ~2× faster than 500 on a 2-core CPU (activations stay in cache)."""
+    pass per batch. Small batches keep the activations in a CPU's cache."""
 
     def __init__(self, cnn: CNN, real: torch.Tensor, batch_size: int = 100, split: str = "val"):
         assert split in SPLITS, split

@@ -18,9 +18,7 @@ learned class embedding (``n_classes + 1`` rows) added to it; per resolution one
 resolution (optional self-attention there), then up: a 1×1 conv narrows the features to the next level's width,
 ×2 nearest upsampling, concatenation with the skip — U-Net's "up-convolution that halves the number of feature
 channels" before the concatenation (Ronneberger et al. 2015, §2). A 1×1 conv commutes with nearest upsampling,
-so it runs at the low resolution. On the CPU preset (16 channels) the 28×28 block then mixes 16 + 16 channels
-instead of 32 + 16: a training step takes 9–16% less time (median 13%) and a sampling NFE ~10% less (interleaved
-A/B, six runs).
+so it runs at the low resolution, and the full-resolution block mixes fewer channels.
 """
 from __future__ import annotations
 
@@ -120,9 +118,7 @@ class UNet(nn.Module):
         return self.time_mlp(timestep_embedding(t, self.time_mlp[0].in_features).to(weight.dtype)) + self.class_emb(y)
 
     #: without gradients (sampling) on a CPU a batch goes through the trunk this many images at a time, so the
-    #: activations stay in cache: on 2 cores ten chunks of 100 ran ~2.5× faster than one batch of 1,000, and
-    #: chunks of 50 another 25% faster than 100 (1,000 images, 16 channels: median 0.73 vs 0.97 s over 8
-    #: interleaved rounds, 2026-12-03; 32: 0.74, 64: 0.78). The output is the same bit for bit
+    #: activations stay in cache (the output is the same bit for bit; benchmarks/generative_step.py times it)
     eval_chunk: int = 50
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
