@@ -129,3 +129,24 @@ def complete_checkpoint(root: Path) -> Path | None:
         except Exception:   # vanished (run finished) or being written
             pass
     return None
+
+
+def genlab(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run `genlab args…` in-process; return (exit code, stderr)."""
+    from genlab import cli
+
+    monkeypatch.setattr(sys, "argv", ["genlab", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def one_line(err: str) -> str:
+    """The single ``genlab: error: … — fix: …`` line of ``err`` (asserts there is exactly one)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{err}"
+    assert lines[0].startswith("genlab: error:") and "fix:" in lines[0], lines[0]
+    return lines[0]

@@ -19,17 +19,7 @@ import torch
 from genlab import cli
 from genlab.errors import GenlabError
 from genlab.io import atomic_write, load_model, save_arrays, save_model, write_json
-
-
-def genlab(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """Run `genlab args…` in-process; return (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["genlab", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    return code, capsys.readouterr().err
+from conftest import genlab, one_line
 
 
 @pytest.mark.parametrize("command", ["show", "params", "check-sweep"])
@@ -51,13 +41,6 @@ def work(tmp_path, monkeypatch, prepared):
     paths = [f"paths.data={prepared / 'data'}"] + [f"paths.{k}={tmp_path / k}" for k in
                                                     ("models", "checkpoints", "reports", "logs")]
     return tmp_path, ["experiment=smoke", *paths]
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one line, got:\n{err}"
-    assert lines[0].startswith("genlab: error:") and "fix:" in lines[0], lines[0]
-    return lines[0]
 
 
 CONFIG_CASES = [

@@ -11,26 +11,8 @@ from pathlib import Path
 
 import matplotlib.figure
 import pytest
-from conftest import ROOT, complete_checkpoint
+from conftest import ROOT, complete_checkpoint, genlab, one_line
 
-from genlab import cli
-
-
-def genlab(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["genlab", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    return code, capsys.readouterr().err
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one line, got:\n{err}"
-    assert lines[0].startswith("genlab: error:") and "fix:" in lines[0], lines[0]
-    return lines[0]
 
 
 def outputs(root: Path, data: Path) -> list[str]:

@@ -2,26 +2,9 @@
 made from, a binary or single-symbol corpus, a corpus shorter than one training window."""
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from genlab import cli
-
-
-def genlab(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["genlab", *args])
-    try:
-        cli.main()
-    except SystemExit as e:
-        return (e.code if isinstance(e.code, int) else 1), capsys.readouterr().err
-    return 0, capsys.readouterr().err
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("genlab: error:") and "fix:" in lines[0], err
-    return lines[0]
+from conftest import genlab, one_line
 
 
 @pytest.fixture
