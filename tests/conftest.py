@@ -100,6 +100,16 @@ def prepared(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def work(tmp_path, monkeypatch, prepared):
+    """cwd = a temp dir; paths.* point inside it; data = the session's prepared smoke datasets.
+    Returns (the temp dir, the overrides: smoke preset plus those paths)."""
+    monkeypatch.chdir(tmp_path)
+    paths = [f"paths.data={prepared / 'data'}"] + [f"paths.{k}={tmp_path / k}" for k in
+                                                    ("models", "checkpoints", "reports", "logs")]
+    return tmp_path, ["experiment=smoke", *paths]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600):
     """Run `genlab …` in a subprocess; returns CompletedProcess (text)."""
     import subprocess

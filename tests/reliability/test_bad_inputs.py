@@ -34,15 +34,6 @@ def test_utility_help_prints_its_usage_and_does_nothing_else(command, monkeypatc
     assert f"  {command} " in capsys.readouterr().out
 
 
-@pytest.fixture
-def work(tmp_path, monkeypatch, prepared):
-    """cwd = a temp dir; paths.* point inside it; data = the session's prepared smoke datasets."""
-    monkeypatch.chdir(tmp_path)
-    paths = [f"paths.data={prepared / 'data'}"] + [f"paths.{k}={tmp_path / k}" for k in
-                                                    ("models", "checkpoints", "reports", "logs")]
-    return tmp_path, ["experiment=smoke", *paths]
-
-
 CONFIG_CASES = [
     (["model.classifier.hiden=3"], "unknown config key 'model.classifier.hiden'"),
     (["model.classifier.batch_size=lots"], "'model.classifier.batch_size' has the wrong type"),

@@ -14,7 +14,6 @@ import pytest
 from conftest import ROOT, complete_checkpoint, genlab, one_line
 
 
-
 def outputs(root: Path, data: Path) -> list[str]:
     return [f"paths.data={data}"] + [f"paths.{k}={root / k}" for k in ("models", "checkpoints", "reports", "logs")]
 

@@ -17,14 +17,6 @@ from omegaconf import OmegaConf
 from genlab import cli
 
 
-@pytest.fixture
-def work(tmp_path, monkeypatch, prepared):
-    monkeypatch.chdir(tmp_path)
-    paths = [f"paths.data={prepared / 'data'}"] + [f"paths.{k}={tmp_path / k}" for k in
-                                                    ("models", "checkpoints", "reports", "logs")]
-    return tmp_path, ["experiment=smoke", *paths]
-
-
 def test_empty_last_ckpt_is_one_line(work, monkeypatch, capsys):
     """A 0-byte last.ckpt (disk full mid-save): its load error has an empty message (was: IndexError)."""
     root, base = work
