@@ -95,5 +95,5 @@ def test_write_regenerates_dvc_yaml_unchanged(tmp_path):
     text = (ROOT / "dvc.yaml").read_text()
     copy.write_text(text)
     assert depgraph.write_dvc_yaml(copy) == [] and copy.read_text() == text
-    copy.write_text(text.replace("        - src/genlab/runner.py\n", "", 1))
+    copy.write_text(text.replace("      - src/genlab/runner.py\n", "", 1))
     assert depgraph.write_dvc_yaml(copy) and copy.read_text() == text

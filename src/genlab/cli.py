@@ -68,17 +68,6 @@ def stages(describe: bool = False) -> dict[str, str]:
     return out
 
 
-def quiet_logs() -> None:
-    """Keep logs to what a researcher reads: no library tips or known-harmless warnings."""
-    import logging
-    import warnings
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*",
-                    ".*The number of training batches.*", ".*but have no `val_dataloader`.*"):
-        warnings.filterwarnings("ignore", message=pattern)
-
-
 def fail(message: str) -> None:
     print(f"genlab: error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -281,6 +270,7 @@ def run_stage(stage: str, argv: list[str]) -> None:
     # before torch/matplotlib/wandb are imported: they read these once
     home_fallback(Path(first.paths.logs))
     from genlab.io import check_writable, outputs_together
+    from genlab.quiet import quiet_logs
     from genlab.runner import seed_all, wandb_environment
     wandb_environment(first.logger.wandb.mode)
     module = importlib.import_module(f"genlab.stages.{stage}")

@@ -51,6 +51,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genlab.errors import GenlabError
+from genlab.quiet import quiet_logs
 
 # read by OpenMP / MKL / OpenBLAS when torch is first imported: set before a worker starts
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -129,9 +130,11 @@ def _named(exc: BaseException, name: str) -> BaseException:
 # --- worker side ---------------------------------------------------------------------------
 
 def _worker_init(threads: int) -> None:
-    """Runs once in each fresh worker: ignore Ctrl-C (the parent handles it), pin torch's threads."""
+    """Runs once in each fresh worker: ignore Ctrl-C (the parent handles it), quiet the library logs as the
+    CLI does, pin torch's threads."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ[WORKER_ENV] = "1"
+    quiet_logs()
     import torch
 
     torch.set_num_threads(threads)

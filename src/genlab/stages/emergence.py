@@ -2,7 +2,8 @@
 
 Every (width, seed) in ``model.emergence.widths`` × ``seeds`` (``model.emergence.seeds``, else the
 global ``seeds``) is one job of a pool of single-thread workers (``genlab.parallel.run_many``), so the
-results do not depend on the pool size. ``only=<width>`` trains just that width (all seeds).
+results do not depend on the pool size; the widest jobs are queued first, so the pool's last job is a short
+one. ``only=<width>`` trains just that width (all seeds), for development: the DVC stage trains every width.
 
 Task. Problems ``a+b=`` with 1…5-digit operands (``model.emergence.digits``) are drawn here, disjoint
 train / validation / test per digit count (``genlab.data.arithmetic.sample_splits``, a fixed stream per
@@ -142,7 +143,8 @@ def run(cfg) -> None:
     data = problems(cfg)
     widths, seeds = ([c.only] if c.only is not None else list(c.widths)), seeds_of(cfg)
     keep = seeds[0] if cfg.seed not in seeds else cfg.seed
-    jobs = [{"cfg": cfg, "width": w, "seed": s, "data": data, "keep": s == keep} for w in widths for s in seeds]
+    jobs = [{"cfg": cfg, "width": w, "seed": s, "data": data, "keep": s == keep}
+            for w in sorted(widths, reverse=True) for s in seeds]
     results = run_many(train_size, jobs, desc="emergence (width, seed)")
     for width in widths:
         runs = [r for j, r in zip(jobs, results) if j["width"] == width]
