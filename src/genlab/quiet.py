@@ -8,7 +8,8 @@ import logging
 import warnings
 
 HARMLESS = (".*does not have many workers.*", ".*LeafSpec.*", ".*is deprecated.*",
-            ".*The number of training batches.*", ".*but have no `val_dataloader`.*")
+            ".*The number of training batches.*", ".*but have no `val_dataloader`.*",
+            ".*module\\(s\\) in eval mode at the start of training.*")   # frozen reference / reward models
 
 
 def quiet_logs() -> None:
