@@ -36,7 +36,7 @@ test-all: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -q -m ''
 
 bench: $(STAMP)
-	for b in $(filter-out benchmarks/stage_times.py,$(wildcard benchmarks/*.py)); do $(RUN) $(BIN)/python $$b || exit 1; done
+	for b in $(filter-out benchmarks/stage_times.py benchmarks/stage_profile.py,$(wildcard benchmarks/*.py)); do $(RUN) $(BIN)/python $$b || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

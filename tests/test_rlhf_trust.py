@@ -211,3 +211,21 @@ def test_reference_and_reward_model_are_bit_identical_after_training(algorithm, 
     after = {k: v for k, v in [*ref.state_dict().items(), *(("rm." + k, v) for k, v in rm.state_dict().items())]}
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(a, b) for a, b in zip(policy.state_dict().values(), tiny_net(0).state_dict().values()))
+
+
+def test_scoring_distinct_rows_in_chunks_equals_scoring_every_row():
+    """Best-of-n scores each distinct sampled sequence once, in row blocks; scattered back it is the same
+    per-row result as one forward pass over every row (a reward model on repeated sequences)."""
+    from genlab.stages.overoptimization import distinct_rows, in_chunks
+
+    torch.manual_seed(0)
+    net = RewardModel(Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=12, n_layer=1, n_head=2,
+                                                    n_embd=16)))
+    base = torch.randint(0, len(VOCAB), (7, 12))
+    seq = base[torch.randint(0, 7, (300,))]                       # 300 rows, at most 7 distinct
+    last = (seq.sum(1) % 12)                                      # a function of the row, as last_index is
+    inverse, first = distinct_rows(seq)
+    assert len(first) <= 7 and torch.equal(seq[first][inverse], seq) and torch.equal(last[first][inverse], last)
+    with torch.no_grad():
+        every = net(seq, last)
+    assert torch.allclose(in_chunks(net, seq[first], last[first], size=3)[inverse], every, atol=1e-6)

@@ -164,12 +164,16 @@ class OveroptimizationConfig(Section):
     n_max: int = MISSING              # best-of-n for n = 1, 2, 4, … ≤ n_max (unbiased estimator)
     prompts: int = MISSING            # prompts for best-of-n and the PPO curve
     ppo_steps: int = MISSING          # PPO against the smallest-data reward model, over `seeds`
-    ppo_eval_every: int = MISSING     # iterations between the curve's evaluations (≥ 8 points)
+    ppo_eval_steps: list[int] = MISSING   # iterations at which the curve is evaluated (and at the end)
     kl_coef: float = MISSING          # weak penalty, so the policy travels far enough to over-optimize
     n_boot: int = MISSING             # bootstrap resamples (prompts) for the Gao fits' intervals
 
     def check(self):
-        positive(self, "rm_steps", "n_max", "prompts", "ppo_steps", "ppo_eval_every", "n_boot")
+        positive(self, "rm_steps", "n_max", "prompts", "ppo_steps", "n_boot")
+        steps = list(self.ppo_eval_steps)
+        if not steps or steps != sorted(set(steps)) or steps[0] < 0 or steps[-1] >= self.ppo_steps:
+            raise ConfigError(f"{self.path}.ppo_eval_steps={steps} must be increasing iterations in "
+                              f"[0, ppo_steps={self.ppo_steps})", "e.g. ppo_eval_steps=[0,1,2,3,5,8,12,18,27]")
         if not self.rm_pairs or min(self.rm_pairs) < 2 or self.kl_coef < 0:
             raise ConfigError(f"{self.path}: rm_pairs must be ≥ 2 each and kl_coef ≥ 0 (got {self.rm_pairs})",
                               "e.g. rm_pairs=[100,400,4000]")

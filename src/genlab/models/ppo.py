@@ -19,7 +19,7 @@ Log-probs always use logits / T, the distribution the tokens were sampled from.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -35,9 +35,10 @@ from genlab.rl.rollout import at_response, join, last_index, response_lengths, r
 class PPO(pl.LightningModule):
     def __init__(self, policy: Transformer, ref: Transformer, reward_model: RewardModel, c, width: int,
                  temperature: float, evaluator: Callable[[Transformer], dict] | None = None, algorithm: str = "ppo",
-                 sampler: Callable[[Transformer], list[list]] | None = None):
-        """``c``: the ``model.rlhf.ppo`` section; ``evaluator(policy)`` → metrics, run every ``c.eval_every`` steps;
-        ``sampler(policy)`` → rows (prompt, response, gold) logged as a wandb table at the same steps."""
+                 sampler: Callable[[Transformer], list[list]] | None = None, eval_steps: Sequence[int] | None = None):
+        """``c``: the ``model.rlhf.ppo`` section; ``evaluator(policy)`` → metrics, run every ``c.eval_every`` steps
+        (at the iterations in ``eval_steps`` if given) and after the last one; ``sampler(policy)`` → rows (prompt,
+        response, gold) logged as a wandb table at the same steps."""
         super().__init__()
         self.automatic_optimization = False
         if algorithm not in ("ppo", "rloo", "grpo"):
@@ -52,6 +53,7 @@ class PPO(pl.LightningModule):
         self.ref = ref.eval().requires_grad_(False)
         self.reward_model = reward_model.eval().requires_grad_(False)
         self.c, self.width, self.temperature, self.evaluator = c, width, temperature, evaluator
+        self.eval_steps = None if eval_steps is None else set(eval_steps)
         self.kl_ctl = KLController(c.kl_coef, c.target_kl if c.adaptive_kl else None, c.horizon)
         self.history: list[dict] = []     # training statistics per iteration
         self.curve: list[dict] = []       # evaluations along training (reward vs KL)
@@ -91,7 +93,8 @@ class PPO(pl.LightningModule):
                 "kl": kl.sum(1), "entropy": (entropy * mask).sum(1)}
 
     def training_step(self, batch, batch_idx):
-        if self.evaluator is not None and batch_idx % self.c.eval_every == 0:
+        due = batch_idx % self.c.eval_every == 0 if self.eval_steps is None else batch_idx in self.eval_steps
+        if self.evaluator is not None and due:
             self.curve.append({"step": batch_idx, **self.evaluator(self.policy)})
             self.log_samples(batch_idx)
         r = self.rollout(*batch)

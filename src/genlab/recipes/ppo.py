@@ -26,12 +26,12 @@ def sample_rows(cfg, probs: dict, n: int = 8):
 
 
 def train_ppo(cfg, reward_model, run: str, probs: dict, algorithm: str = "ppo", evaluator=None,
-              **changes) -> tuple[PPO, float]:
+              eval_steps=None, **changes) -> tuple[PPO, float]:
     """``algorithm`` (ppo | rloo | grpo) from the SFT weights against ``reward_model``; ``changes`` override
     ``model.rlhf.ppo`` keys. Every algorithm samples ``rollouts`` responses per iteration (rloo/grpo:
     ``rollouts/group`` prompts × ``group``) for ``steps`` iterations of ``epochs`` × ``minibatches`` updates.
-    The curve evaluates gold, proxy (this reward model) and KL on ``probs`` every ``eval_every`` steps
-    (``evaluator(policy)`` replaces that evaluation).
+    The curve evaluates gold, proxy (this reward model) and KL on ``probs`` every ``eval_every`` steps, or at
+    the iterations ``eval_steps``, and at the end (``evaluator(policy)`` replaces that evaluation).
     Returns the module and its training seconds (rollouts included)."""
     c = OmegaConf.merge(cfg.model.rlhf.ppo, changes)
     runner.seed_all(cfg)
@@ -43,11 +43,12 @@ def train_ppo(cfg, reward_model, run: str, probs: dict, algorithm: str = "ppo", 
         return summary(rlhf.evaluate_policy(cfg, net, ref, reward_model, probs))
 
     module = PPO(policy, ref, reward_model, c, rlhf.width(cfg), cfg.model.rlhf.task.temperature, evaluator or evaluate,
-                 algorithm, sample_rows(cfg, probs))
+                 algorithm, sample_rows(cfg, probs), eval_steps)
     train = rlhf.problems(cfg, "train")
     data = loader(train["prompts"], train["prompt_len"], batch_size=c.rollouts // module.group, seed=cfg.seed,
                   batches_per_epoch=c.steps)
-    run_config = [rlhf.sections(cfg, "sft", "reward_model"), OmegaConf.to_container(c), run, algorithm]
+    run_config = [rlhf.sections(cfg, "sft", "reward_model"), OmegaConf.to_container(c), run, algorithm,
+                  None if eval_steps is None else list(eval_steps)]   # the curve a finished run's checkpoint holds
     with runner.session(cfg, stage="ppo", run=run, run_config=run_config, max_epochs=1) as trainer:
         clock = runner.fit(trainer, module, data)
     policy.eval().requires_grad_(False)

@@ -7,7 +7,8 @@ decided by intervals; and ``reports/metrics/rlhf.json``, every method against th
   gold/proxy by the unbiased estimator, KL exact from the SFT log-probs of the distinct samples (the
   bound log n − (n−1)/n beside it).
 * PPO with a weak KL penalty (``kl_coef``) against the smallest-data reward model, under each seed,
-  evaluated every ``ppo_eval_every`` iterations (≥ 8 points along d).
+  evaluated at the iterations ``ppo_eval_steps`` and at the end (≥ 8 points along d: KL grows fastest in
+  the first iterations, so the schedule is dense there).
 * "Gold falls while proxy rises": the peak is chosen on half of the prompts, the paired test runs on the
   other half over seeds (``evaluate.overoptimization.falls_while_proxy_rises``). Gao fits with bootstrap
   intervals over prompts.
@@ -38,24 +39,41 @@ from genlab.report.conclusions import add_conclusions, claim_from_difference
 from genlab.rl.rollout import join, last_index, response_logprobs, response_mask, sample
 
 
+def distinct_rows(seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct rows of ``seq [M, T]``: ``inverse [M]`` (row → its distinct row) and ``first [U]`` (the first row
+    of each distinct row). A confident SFT policy draws the same answer to a prompt many times, so scoring
+    each distinct sequence once (then ``scores[inverse]``) gives the same numbers for a fraction of the work."""
+    _, inverse = torch.unique(seq, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(seq)).scatter_reduce(0, inverse, torch.arange(len(seq)), "amin")
+    return inverse, first
+
+
+@torch.no_grad()
+def in_chunks(fn, *tensors: torch.Tensor, size: int = 2048) -> torch.Tensor:
+    """``fn`` over row blocks of ``tensors``, concatenated: a forward pass over tens of thousands of rows at once
+    runs out of cache."""
+    return torch.cat([fn(*parts) for parts in zip(*(t.split(size) for t in tensors))])
+
+
 def bon_samples(cfg, sft, probs: dict) -> dict[str, torch.Tensor]:
-    """``n_max`` SFT samples per prompt under ``cfg.seed``: responses ``[P·N, R]``, their gold and SFT log-probs."""
+    """``n_max`` SFT samples per prompt under ``cfg.seed``: responses ``[P·N, R]``, their gold and SFT log-probs,
+    and the distinct sequences (``distinct_rows``) that the reward models score."""
     o, t = cfg.model.rlhf.overoptimization, cfg.model.rlhf.task
     rep = {k: v.repeat_interleave(o.n_max, 0) for k, v in probs.items()}
     y = sample(sft, rep["prompts"], rep["prompt_len"], rlhf.width(cfg), t.temperature,
                torch.Generator().manual_seed(cfg.seed))
-    seq = join(rep["prompts"], rep["prompt_len"], y)
-    with torch.no_grad():
-        logp = (response_logprobs(sft, seq, rep["prompt_len"], y.shape[1], t.temperature) * response_mask(y)).sum(1)
-    return {"responses": y, "seq": seq, "last": last_index(rep["prompt_len"], y), "logp": logp,
+    seq, last = join(rep["prompts"], rep["prompt_len"], y), last_index(rep["prompt_len"], y)
+    inverse, first = distinct_rows(seq)
+    logp = in_chunks(lambda q, n, r: (response_logprobs(sft, q, n, y.shape[1], t.temperature) * response_mask(r)).sum(1),
+                     seq[first], rep["prompt_len"][first], y[first])[inverse]
+    return {"responses": y, "seq": seq[first], "last": last[first], "inverse": inverse, "logp": logp,
             "gold": gold_reward(rep["a"], rep["b"], rep["digits"], y, True, t.format_weight)}
 
 
 def bon_curve(cfg, rm, s: dict, n_prompts: int) -> dict[str, np.ndarray]:
     """Per-prompt best-of-n gold, proxy, exact KL ``[P, K]`` for n = 1, 2, 4 … ≤ N, and the bound ``[K]``."""
     big_n = cfg.model.rlhf.overoptimization.n_max
-    with torch.no_grad():
-        proxy = rm(s["seq"], s["last"]).view(n_prompts, big_n)
+    proxy = in_chunks(rm, s["seq"], s["last"])[s["inverse"]].view(n_prompts, big_n)
     gold, logp, y = s["gold"].view(n_prompts, big_n), s["logp"].view(n_prompts, big_n), s["responses"]
     ns = [2 ** k for k in range(int(np.log2(big_n)) + 1)]
     kl = np.zeros((n_prompts, len(ns)))
@@ -85,8 +103,8 @@ def ppo_curve_job(cfg, seed: int, size: int, rm_state: dict) -> dict:
         points.append({k: r[k].cpu().numpy() for k in ("gold", "proxy", "kl")})
         return {k: float(r[k].mean()) for k in ("gold", "proxy", "kl")}
 
-    train_ppo(cfg, rm, f"overopt_rm{size}-seed{seed}", probs, evaluator=evaluator, steps=o.ppo_steps,
-              kl_coef=o.kl_coef, eval_every=o.ppo_eval_every)
+    train_ppo(cfg, rm, f"overopt_rm{size}-seed{seed}", probs, evaluator=evaluator, eval_steps=o.ppo_eval_steps,
+              steps=o.ppo_steps, kl_coef=o.kl_coef)
     return {k: np.stack([p[k] for p in points], 1) for k in ("gold", "proxy", "kl")}
 
 
@@ -217,7 +235,8 @@ def run(cfg) -> None:
         write_csv(plots_dir(cfg, "overoptimization") / f"best_of_n_rm{name.split()[0]}.csv", rows)
     c = {k: [r[k] for r in ppo_runs] for k in ("gold", "proxy", "kl")}
     k_points = c["gold"][0].shape[1]
-    steps = [min(i * o.ppo_eval_every, o.ppo_steps) for i in range(k_points)]
+    steps = [*o.ppo_eval_steps, o.ppo_steps]
+    assert len(steps) == k_points, (steps, k_points)
     rows = curve_rows(c, steps)
     ppo_res = {"curve": rows, "points": k_points,
                "fit": oo.bootstrap_fit(np.concatenate(c["kl"]), np.concatenate(c["gold"]), "rl", o.n_boot, cfg.seed),
