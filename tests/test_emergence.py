@@ -203,6 +203,7 @@ def test_emergence_stages_smoke(tmp_path, make_cfg):
     ({"seeds": [1, 1]}, "must be distinct seeds"),
     ({"transition_band": [0.9, 0.1]}, "must be [lo, hi]"),
     ({"window": 1.0}, "must be an N ratio > 1"),
+    ({"steps": 5, "val_every": 10}, "val_every=10 exceeds steps=5"),
 ])
 def test_emergence_config_is_validated(override, needle, make_cfg, tmp_path):
     from omegaconf import OmegaConf

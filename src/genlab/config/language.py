@@ -49,6 +49,9 @@ class EmergenceConfig(Section):
     def check(self):
         positive(self, "n_layer", "n_head", "threads", "steps", "batch_size", "lr", "warmup_steps", "grad_clip",
                  "init_scale", "n_train", "n_val", "n_test", "val_every", "patience", "tolerance")
+        if self.val_every > self.steps:
+            raise ConfigError(f"model.emergence.val_every={self.val_every} exceeds steps={self.steps}: no run would "
+                              "ever be validated (no curves, no early stop)", f"set val_every ≤ {self.steps}")
         nonnegative(self, "weight_decay", "min_rel_delta")
         fraction(self, "dropout")
         fraction(self, "solved_at")
