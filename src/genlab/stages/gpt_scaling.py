@@ -14,8 +14,17 @@ The recipe per run (one job of ``genlab.parallel.run_many``, single-threaded):
   ``min_lr_ratio``·lr at its last step (a run of budget D is not a truncated longer run);
 * peak lr by width, μP-style for Adam (Yang et al. 2021, Tensor Programs V: hidden-layer lr ∝
   1/fan_in): lr(d) = ``lr`` · (``lr_base_width`` / d)^``lr_width_power``;
-* one validation at the end on the first ``val_tokens`` of the validation split (D stays within
-  one epoch of the corpus, so there is nothing to early-stop).
+* one validation at the end on the first ``val_tokens`` of the validation split (nothing to
+  early-stop: D repeats the corpus at most a few times).
+
+Design (``experiments/model/gpt_scaling/default.yaml``). At 256 tokens per step these budgets are
+step-limited, so the loss-optimal model per budget is tiny (≈ 0.5–10k non-embedding parameters) and
+each budget's sizes are centred on it, with at least one size on either side: an IsoFLOP profile
+whose smallest size is its best brackets no minimum, and then its parabola and N_opt say nothing.
+Reaching the minimum of the larger budgets with small models needs D past one epoch of the ≈ 1M
+training tokens; D is allowed to repeat the corpus a few times (Muennighoff et al. 2023: up to
+≈ 4 epochs of repeated data are almost as good as fresh data), and every run records its
+``epochs``.
 
 The ``seeded_budgets`` smallest budgets are trained under every seed of ``seeds`` (the seed-to-seed
 noise the fit and its simulation use); the rest under ``seed`` only. Writes
