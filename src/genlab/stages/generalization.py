@@ -17,6 +17,11 @@
    reported per model. Then predictive entropy of an MLP deep ensemble (the trained classifier +
    reseeded copies) on test digits vs OOD inputs, summarised by AUROC.
 
+Seeds: the fully-random-labels run and the overconfident network are trained under every seed of ``seeds``
+(the memorized subset and its labels stay those of ``seed``; a replicate redraws initialisation and batch
+order), so their claims are intervals over seeds. Every training run of 1 and 3 is one job of a pool of
+single-thread workers (``genlab.parallel.run_many``).
+
 Writes ``reports/metrics/generalization.json``, ``reports/plots/generalization/*.csv`` and
 ``reports/figures/generalization/*.png``.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import scipy.stats
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping
@@ -37,6 +42,7 @@ from genlab import runner
 from genlab.data.corrupt import randomize_labels, shuffle_pixels
 from genlab.data.prepared import load_mnist
 from genlab.errors import GenlabError
+from genlab.evaluate import stats
 from genlab.evaluate.adversarial import accuracy, fgsm, pgd
 from genlab.evaluate.calibration import ece, ece_change_ci, fit_temperature, reliability
 from genlab.evaluate.uncertainty import ensemble_probs, entropy, ood_auroc, ood_inputs
@@ -44,9 +50,10 @@ from genlab.io import load_model
 from genlab.models.adversarial import FGSMTrained
 from genlab.models.classifier import Classifier, to_images
 from genlab.nn.classifiers import MLP, build
+from genlab.parallel import run_many
 from genlab.recipes.classifier import fit_and_test, train_one
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
-from genlab.report.conclusions import Claim, add_conclusions
+from genlab.report.conclusions import Claim, add_conclusions, claim_from_difference
 from genlab.saved.classifier import model_config
 
 STAGE = "generalization"
@@ -64,9 +71,10 @@ def load_classifier(cfg, arch: str) -> nn.Module:
 
 # --- 1. random labels ----------------------------------------------------------------------
 
-def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, list[dict]]:
+def memorize(cfg, run: str, train_x, train_y, test_x, test_y, fraction=None, pixels=None) -> tuple[dict, list[dict]]:
     """Train the wide MLP on (train_x, train_y) until it fits; test on the true test labels.
-    Its per-epoch "validation" is the training set itself (no augmentation), i.e. train accuracy."""
+    Its per-epoch "validation" is the training set itself (no augmentation), i.e. train accuracy.
+    (``fraction`` / ``pixels`` only label the job.)"""
     r = cfg.model.generalization.random_labels
     runner.seed_all(cfg)    # same initialisation for every condition
     module = Classifier(MLP(r.width), r.lr, r.weight_decay, shift=0)
@@ -84,36 +92,64 @@ def memorize(cfg, run: str, train_x, train_y, test_x, test_y) -> tuple[dict, lis
             "steps_to_fit": steps}, curve
 
 
-def subset(cfg, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of the ``n_train`` memorized training images among ``n``, and of the other n − n_train."""
+def subset(cfg, n: int, data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the ``n_train`` memorized training images among ``n``, and of the other n − n_train (drawn from
+    ``data_seed``: the global ``seed``, the same for every replicate seed)."""
     r = cfg.model.generalization.random_labels
     if r.n_train > n:
         raise GenlabError(f"model.generalization.random_labels.n_train={r.n_train} exceeds the {n} training images",
                           f"set it ≤ {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(data_seed))
     return perm[: r.n_train], perm[r.n_train:]
 
 
-def random_labels(cfg, data: dict[str, torch.Tensor]) -> tuple[dict, list[dict], list[dict]]:
-    """Memorization runs: summary, one row per label fraction, train-accuracy curves."""
+def replicate(cfg, seed: int, kind: str, **kw):
+    """One training run of the stage's pool (a ``run_many`` job) under ``seed``: ``memorize(**kw)`` or
+    ``overfit_calibrated(**kw)``."""
+    cfg = cfg.copy()
+    cfg.seed = seed
+    return {"memorize": memorize, "overfit": overfit_calibrated}[kind](cfg, **kw)
+
+
+def random_labels_jobs(cfg, data: dict[str, torch.Tensor]) -> list[dict]:
+    """The memorization runs: every label fraction and pixel corruption under ``seed``, and fully random labels
+    under the other seeds too (same images, same labels)."""
     r = cfg.model.generalization.random_labels
-    inside, _ = subset(cfg, len(data["train_y"]))
+    inside, _ = subset(cfg, len(data["train_y"]), cfg.seed)
     x, y, test_x, test_y = data["train_x"][inside], data["train_y"][inside], data["test_x"], data["test_y"]
-    out = {"fraction": [], "train_accuracy": [], "test_accuracy": [], "steps_to_fit": [], "pixels": {},
-           "n_train": r.n_train, "chance": CHANCE}
-    rows, curves = [], []
+    jobs = []
     for f in r.fractions:   # same generator seed: the corrupted sets are nested as f grows
         noisy, _ = randomize_labels(y, f, torch.Generator().manual_seed(cfg.seed + 1))
-        result, curve = memorize(cfg, f"labels-{f:g}", x, noisy, test_x, test_y)
-        rows.append({"fraction": f, **result})
-        curves += curve
-        for k in ("train_accuracy", "test_accuracy", "steps_to_fit"):
-            out[k].append(result[k])
-        out["fraction"].append(f)
+        seeds = cfg.seeds if f == 1.0 else [cfg.seed]
+        jobs += [{"cfg": cfg, "seed": s, "kind": "memorize", "run": f"labels-{f:g}" + ("" if s == cfg.seed else f"-seed{s}"),
+                  "train_x": x, "train_y": noisy, "test_x": test_x, "test_y": test_y, "fraction": f} for s in seeds]
     for kind in r.pixels:   # train and test images permuted together ("shuffled": by one permutation)
         both = shuffle_pixels(torch.cat([x, test_x]), torch.Generator().manual_seed(cfg.seed + 2), kind == "random")
-        out["pixels"][kind], curve = memorize(cfg, f"pixels-{kind}", both[: len(x)], y, both[len(x):], test_y)
+        jobs.append({"cfg": cfg, "seed": cfg.seed, "kind": "memorize", "run": f"pixels-{kind}", "train_x": both[: len(x)],
+                     "train_y": y, "test_x": both[len(x):], "test_y": test_y, "pixels": kind})
+    return jobs
+
+
+def random_labels(cfg, jobs: list[dict], results: list) -> tuple[dict, list[dict], list[dict]]:
+    """Memorization summary (the ``seed`` run of each condition; fully random labels also per seed), one row per
+    label fraction, train-accuracy curves."""
+    r = cfg.model.generalization.random_labels
+    out = {"fraction": [], "train_accuracy": [], "test_accuracy": [], "steps_to_fit": [], "pixels": {},
+           "n_train": r.n_train, "chance": CHANCE, "random_labels_per_seed": {}}
+    rows, curves = [], []
+    for job, (result, curve) in zip(jobs, results):
+        if job.get("fraction") == 1.0:
+            out["random_labels_per_seed"][str(job["seed"])] = result
+        if job["seed"] != cfg.seed:
+            continue
         curves += curve
+        if "pixels" in job:
+            out["pixels"][job["pixels"]] = result
+            continue
+        rows.append({"fraction": job["fraction"], **result})
+        for k in ("train_accuracy", "test_accuracy", "steps_to_fit"):
+            out[k].append(result[k])
+        out["fraction"].append(job["fraction"])
     return out, rows, curves
 
 
@@ -190,22 +226,29 @@ def adversarial_grid(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
 
 # --- 3. calibration and uncertainty -------------------------------------------------------
 
-def overfit(cfg, data: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def overfit(cfg, data: dict[str, torch.Tensor], data_seed: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Guo et al.'s overconfident network: the memorization MLP on its clean subset for ``overfit_epochs``, with no
     early stop, augmentation or weight decay (Guo et al. §3: less weight decay, worse calibration). Returns it and
     its held-out images: the validation split + the training images outside the subset."""
     r, epochs = cfg.model.generalization.random_labels, cfg.model.generalization.uncertainty.overfit_epochs
-    inside, outside = subset(cfg, len(data["train_y"]))
+    inside, outside = subset(cfg, len(data["train_y"]), data_seed)
     runner.seed_all(cfg)
     module = Classifier(MLP(r.width), r.lr, weight_decay=0.0, shift=0)
     split = {**data, "train_x": data["train_x"][inside], "train_y": data["train_y"][inside]}
-    result = fit_and_test(cfg, module, split, stage=STAGE, run="overfit", run_config=[r, epochs, cfg.data.mnist],
+    run = "overfit" if cfg.seed == data_seed else f"overfit-seed{cfg.seed}"
+    result = fit_and_test(cfg, module, split, stage=STAGE, run=run, run_config=[r, epochs, cfg.data.mnist, data_seed],
                           epochs=epochs, batch_size=r.batch_size)
-    print(f"[genlab] {STAGE}/overfit: train loss {module.history[-1]['train_loss']:.2g}, "
+    print(f"[genlab] {STAGE}/{run}: train loss {module.history[-1]['train_loss']:.2g}, "
           f"test acc {result['test_accuracy']:.3f} after {epochs} epochs")
     held_out = {"x": torch.cat([data["val_x"], data["train_x"][outside]]),
                 "y": torch.cat([data["val_y"], data["train_y"][outside]])}
     return module.net.eval(), held_out
+
+
+def overfit_calibrated(cfg, data: dict[str, torch.Tensor], data_seed: int) -> tuple[dict, dict[str, list[dict]]]:
+    """``overfit`` under ``cfg.seed``, then its ``calibration`` on its held-out images."""
+    net, held_out = overfit(cfg, data, data_seed)
+    return calibration(cfg, net, held_out, data)
 
 
 @torch.no_grad()
@@ -292,28 +335,25 @@ MEMORIZED = 0.9   # "memorized": at least this fraction of fully random training
 
 
 def claims(cfg, metrics: dict) -> list[Claim]:
-    """Temperature scaling lowers the headline model's test ECE (paired bootstrap over test images), and the MLP
-    memorizes fully random labels (Clopper–Pearson interval of its training accuracy over the memorized images).
-    Both rest on one training seed: the intervals are over images."""
-    cal = metrics["calibration"]
-    lo, hi = cal["ece_change_ci95"]                      # ECE(after) − ECE(before)
-    rows = [Claim(id="temperature_scaling_lowers_ece", stage=STAGE,
-                  claim=f"Temperature scaling (T fitted on held-out images) lowers the test ECE of {HEADLINE}.",
-                  statistic="ECE(before) − ECE(after), test", estimate=cal["ece_before"] - cal["ece_after"],
-                  ci95=(-hi, -lo), n_seeds=1, baseline=f"ECE before {cal['ece_before']:.4f}",
-                  noise_floor="ECE of ~1,000 test images: ~0.005",
-                  method="paired bootstrap percentile over test images")]
-    r = metrics["random_labels"]
-    if 1.0 in r["fraction"]:
-        i = r["fraction"].index(1.0)
-        n, acc = r["n_train"], r["train_accuracy"][i]
-        ci = scipy.stats.binomtest(round(acc * n), n).proportion_ci(0.95, method="exact")
-        rows.append(Claim(id="random_labels_memorized", stage=STAGE,
-                          claim=f"The wide MLP memorizes fully random labels (training accuracy > {MEMORIZED:g}).",
-                          statistic=f"training accuracy on {n} randomly labelled images", estimate=acc,
-                          ci95=(ci.low, ci.high), n_seeds=1, null=MEMORIZED,
-                          baseline=f"chance {CHANCE:g}; its test accuracy {r['test_accuracy'][i]:.3f}",
-                          method=f"Clopper–Pearson over {n} training images"))
+    """Temperature scaling lowers the headline model's test ECE (paired over training seeds), and the MLP memorizes
+    fully random labels (training accuracy over seeds, against ``MEMORIZED``)."""
+    cal = metrics["calibration"]["per_seed"]
+    rows = [claim_from_difference(
+        "temperature_scaling_lowers_ece", STAGE,
+        f"Temperature scaling (T fitted on held-out images) lowers the test ECE of {HEADLINE}.",
+        stats.paired_difference(cal["ece_before"], cal["ece_after"]),
+        statistic="ECE(before) − ECE(after), test, paired by training seed",
+        baseline=f"ECE before {np.mean(cal['ece_before']):.4f}", noise_floor="ECE of ~1,000 test images: ~0.005")]
+    per_seed = metrics["random_labels"]["random_labels_per_seed"]
+    if per_seed:
+        acc = [r["train_accuracy"] for r in per_seed.values()]
+        test = np.mean([r["test_accuracy"] for r in per_seed.values()])
+        n = metrics["random_labels"]["n_train"]
+        rows.append(claim_from_difference(
+            "random_labels_memorized", STAGE,
+            f"The wide MLP memorizes fully random labels (training accuracy > {MEMORIZED:g}).",
+            stats.summarize(acc), statistic=f"training accuracy on {n} randomly labelled images, over training seeds",
+            null=MEMORIZED, baseline=f"chance {CHANCE:g}; its test accuracy {test:.3f}"))
     return rows
 
 
@@ -324,7 +364,12 @@ def run(cfg) -> None:
     nets = {arch: load_classifier(cfg, arch) for arch in cfg.model.classifier.archs}
     metrics = {}
 
-    metrics["random_labels"], rows, curve = random_labels(cfg, data)
+    memorize_jobs = random_labels_jobs(cfg, data)
+    overfit_jobs = [{"cfg": cfg, "seed": s, "kind": "overfit", "data": data, "data_seed": cfg.seed} for s in cfg.seeds]
+    results = run_many(replicate, overfit_jobs + memorize_jobs, desc="generalization runs")   # the longest first
+    overfit_results, memorize_results = results[: len(overfit_jobs)], results[len(overfit_jobs):]
+
+    metrics["random_labels"], rows, curve = random_labels(cfg, memorize_jobs, memorize_results)
     write_csv(curves / "random_labels.csv", rows)
     write_csv(curves / "memorization_curves.csv", curve)
     save_figure(random_labels_figure(rows, curve, metrics["random_labels"]["pixels"]), figures / "random_labels.png")
@@ -340,17 +385,19 @@ def run(cfg) -> None:
         save_figure(adversarial_grid(net, x[:8], y[:8], a.grid_eps, arch), figures / f"adversarial_{arch}.png")
 
     val = {"x": data["val_x"], "y": data["val_y"]}
-    calibrated = {arch: (net, val) for arch, net in nets.items()} | {HEADLINE: overfit(cfg, data)}
+    calibrated = {arch: calibration(cfg, net, val, data) for arch, net in nets.items()}
+    calibrated[HEADLINE] = next(r for j, r in zip(overfit_jobs, overfit_results) if j["seed"] == cfg.seed)
     per_model, bins = {}, []
-    for arch, (net, held_out) in calibrated.items():
-        result, reliability_bins = calibration(cfg, net, held_out, data)
+    for arch, (result, reliability_bins) in calibrated.items():
         per_model[arch] = result
         bins += [{"arch": arch, "scaling": when, **row} for when, rs in reliability_bins.items() for row in rs]
         save_figure(reliability_figure(reliability_bins, result, arch), figures / f"reliability_{arch}.png")
         print(f"[genlab] {STAGE}/calibration/{arch}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()
                                                                     if isinstance(v, float)))
     write_csv(curves / "reliability.csv", bins)
-    metrics["calibration"] = {"model": HEADLINE, **per_model[HEADLINE], "per_model": per_model}
+    per_seed = {k: [r[k] for r, _ in overfit_results] for k in ("ece_before", "ece_after", "temperature")}
+    metrics["calibration"] = {"model": HEADLINE, **per_model[HEADLINE], "per_model": per_model,
+                              "per_seed": {"seeds": list(cfg.seeds), **per_seed}}
 
     members = deep_ensemble(cfg, data, nets)
     ood, entropies = out_of_distribution(cfg, members, nets, to_images(data["test_x"]), data["test_y"])
