@@ -6,7 +6,11 @@ spawned interpreter's sys.path: spawn passes the parent's).
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +145,31 @@ def test_a_failing_pool_stops_even_with_large_jobs_queued():
     with pytest.raises(ValueError, match="first job fails"):
         run_many(fail_fast_with_big_job, jobs, workers=2, progress=False)
     assert time.monotonic() - start < 120
+
+
+def fail_or_stop_late(seed: int, blob: np.ndarray) -> int:
+    """Job 0 fails at once; the others stop on SIGTERM only after a while, as Lightning's trainer does (it
+    catches SIGTERM and stops at the next step boundary), odd and even seeds after different delays, so one
+    worker is dead while the pool still waits for the other."""
+    delay = 0.2 if seed % 2 else 2.0        # the handler outlives the job: it is the worker's
+    signal.signal(signal.SIGTERM, lambda *_: (time.sleep(delay), os._exit(0)))
+    if seed == 0:
+        raise ValueError("first job fails at once")
+    time.sleep(60)
+    return int(blob[0])
+
+
+def test_a_failing_pool_stops_when_workers_take_their_time_to_die():
+    """Workers that die one after another, slowly, while large jobs are queued: the pool's manager thread
+    notices each death on its own and must not wait for the queue's feeder thread, blocked on a pipe no worker
+    reads. (A race: a pool of the suite's fresh-clone run hung there for good; this test does not force the
+    race, it fails if the pool does not stop.) Run in a child process, so a hang fails this test, not the suite."""
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import numpy as np, pytest; "
+              "from genlab.parallel import run_many; from test_parallel import fail_or_stop_late; "
+              "jobs = [{'seed': s, 'blob': np.full(4_000_000, s, dtype=np.float64)} for s in range(8)]\n"
+              "with pytest.raises(ValueError, match='first job fails'):\n"
+              "    run_many(fail_or_stop_late, jobs, workers=2, progress=False)\n"
+              "print('stopped')")
+    out = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "stopped" in out.stdout, out.stderr[-2000:]

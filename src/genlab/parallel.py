@@ -228,6 +228,11 @@ def _run_pool(fn: Callable, jobs: list, workers: int, threads: int, bar) -> list
     results: list = [None] * len(jobs)
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                initargs=(threads,))
+    # When a pool stops early, the call queue's feeder thread can be blocked writing a large job into the
+    # pipe that no worker will read any more (the parent holds its read end too, so the write never fails).
+    # Nobody may wait for that thread: the executor's manager thread joins it as soon as it sees a worker
+    # die, and would then hang for good, and shutdown() with it. (`_call_queue` is the executor's own.)
+    pool._call_queue.cancel_join_thread()
     try:
         # Workers start during submit() and inherit the environment then: the thread variables must
         # be in it before each worker's first `import torch`.
@@ -262,11 +267,6 @@ def _run_pool(fn: Callable, jobs: list, workers: int, threads: int, bar) -> list
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        # the queue's feeder thread may be blocked writing a large job into the pipe that no worker
-        # will read now (the parent holds its read end too, so the write never fails): don't join it
-        call_queue = getattr(pool, "_call_queue", None)
-        if call_queue is not None:
-            call_queue.cancel_join_thread()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
