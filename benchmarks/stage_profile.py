@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
     if dirty.strip() and not args.force:
         fail(f"{repo} has uncommitted changes and this benchmark rewrites the stages' outputs — fix: run it in a "
-             "scratch clone (git clone . /tmp/prof; --repo /tmp/prof), or pass --force")
+             "scratch clone (git clone . ../scratch; --repo ../scratch), or pass --force")
     # dvc.yaml's commands call `genlab`: this venv's, as `make repro` puts it first on PATH
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     params = repo / "params.yaml"
