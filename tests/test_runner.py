@@ -175,3 +175,14 @@ def test_ddp_ranks_draw_different_random_numbers(make_cfg, prepared, tmp_path):
         runner.fit(trainer, Draws(tmp_path), loader(data["train_x"], data["train_y"], batch_size=32, seed=0))
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert len(rank0) == len(rank1) == 3 and rank0 != rank1
+
+
+def test_lr_keys_narrow_to_the_runs_own_subsection_level_by_level(make_cfg, tmp_path):
+    """A diverging run's error names the learning rate of that run, not every one of its stage's."""
+    from genlab.runner import lr_keys
+
+    cfg = make_cfg(tmp_path)
+    assert lr_keys(cfg, "zoo", "toy_vae-seed1") == ["model.zoo.toy.vae.lr"]
+    assert lr_keys(cfg, "zoo", "digits_coupling-seed0") == ["model.zoo.digits.coupling.lr"]
+    assert lr_keys(cfg, "flow_matching", "toy_gaussian") == ["model.flow_matching.toy.lr"]
+    assert len(lr_keys(cfg, "zoo", "other")) == 8              # no subsection matches: every rate of the stage

@@ -88,8 +88,9 @@ def lr_keys(cfg: DictConfig | None, stage: str, run: str = "") -> list[str]:
     """Dotted keys of the learning rates a stage's config section holds (``model.gpt.optim.lr``…).
 
     The section is ``model.<stage>`` or, for stages grouped under one section (``model.rlhf.ppo``),
-    the first ``<stage>`` found below ``model``; narrowed to the run's own subsection when it has one
-    (run ``toy_ot`` → ``model.flow_matching.toy``). Keys ``lr`` and ``*_lr`` (not ``min_lr``) count.
+    the first ``<stage>`` found below ``model``; narrowed to the run's own subsections, level by level,
+    when it has them (run ``toy_ot`` → ``model.flow_matching.toy``; ``toy_vae-seed1`` → ``model.zoo.toy.vae``).
+    Keys ``lr`` and ``*_lr`` (not ``min_lr``) count.
     """
     def find(node, path):
         if not isinstance(node, dict):
@@ -114,10 +115,12 @@ def lr_keys(cfg: DictConfig | None, stage: str, run: str = "") -> list[str]:
     if hit is None:
         return []
     path, node = hit
-    sub = next((k for k, v in node.items() if isinstance(v, dict) and (run == k or run.startswith(f"{k}_"))), None)
-    if sub is not None and (keys := sorted(lrs(node[sub], [*path, sub]), key=len)):
-        return keys
-    return sorted(lrs(node, path), key=len)
+    keys = sorted(lrs(node, path), key=len)
+    while (sub := next((k for k, v in node.items() if isinstance(v, dict) and
+                        (run == k or run.startswith((f"{k}_", f"{k}-")))), None)) is not None:
+        path, node, run = [*path, sub], node[sub], run[len(sub) + 1:]
+        keys = sorted(lrs(node, path), key=len) or keys
+    return keys
 
 
 class FiniteLoss(Callback):

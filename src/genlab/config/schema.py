@@ -22,6 +22,7 @@ from genlab.config.generative import CnfConfig, FlowMatchingConfig, DiffusionCon
 from genlab.config.infra import TrainerConfig, LoggerConfig, PathsConfig
 from genlab.config.language import EmergenceConfig, GPTConfig, GPTScalingConfig, ScalingFitConfig
 from genlab.config.rlhf import RlhfConfig
+from genlab.config.zoo import ZooConfig
 from genlab.errors import ConfigError
 
 
@@ -37,6 +38,7 @@ class ModelConfig:
     flow_matching: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     generative_eval: GenerativeEvalConfig = field(default_factory=GenerativeEvalConfig)
+    zoo: ZooConfig = field(default_factory=ZooConfig)
     rlhf: RlhfConfig = field(default_factory=RlhfConfig)
 
 

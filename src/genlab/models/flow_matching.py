@@ -6,6 +6,10 @@ label to the null class with probability ``label_dropout`` so one network learns
 v(x, ∅) (classifier-free guidance, Ho & Salimans 2022); sampling uses
     ṽ = (1 + w)·v(x, c) − w·v(x, ∅)        (w = 0: purely conditional; GLIDE's scale s = w + 1),
 with the conditional and unconditional halves batched into ONE network evaluation.
+
+An optional ``transform`` (``genlab.models.cnf.LogitDequantize``) maps discrete pixels to a continuous space
+before the flow, as for the CNF: training pairs noise with freshly dequantized data, and ``log_prob`` adds the
+transform's log-Jacobian, so the likelihood is that of the dequantized pixels.
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ class FlowMatching(pl.LightningModule):
 
     def __init__(self, net: nn.Module, matcher: IndependentCFM, lr: float, weight_decay: float = 0.0,
                  n_classes: int = 0, label_dropout: float = 0.2, rtol: float = 1e-5, atol: float = 1e-5,
-                 one_cycle: bool = False):
+                 one_cycle: bool = False, transform: nn.Module | None = None, exact_trace: bool = True):
         super().__init__()
+        self.transform, self.exact_trace = transform, exact_trace
         self.net, self.matcher, self.n_classes, self.label_dropout = net, matcher, n_classes, label_dropout
         self.lr, self.weight_decay, self.rtol, self.atol, self.one_cycle = lr, weight_decay, rtol, atol, one_cycle
         self.val_nll = MeanMetric()   # the validation split: selection only, never test
@@ -42,7 +47,7 @@ class FlowMatching(pl.LightningModule):
         return (1 + w) * v_cond - w * v_uncond
 
     def training_step(self, batch, batch_idx):
-        x1 = batch[0]
+        x1 = batch[0] if self.transform is None else self.transform(batch[0], self.dtype)[0]
         t, x_t, u_t = self.matcher.sample(torch.randn_like(x1), x1)
         if self.n_classes:
             y = batch[1].masked_fill(torch.rand(len(x1), device=x1.device) < self.label_dropout, self.n_classes)
@@ -62,8 +67,10 @@ class FlowMatching(pl.LightningModule):
         return ode.sample(lambda x, t: self.velocity(x, t, y, w), x0, sampler, nfe, self.rtol, self.atol, n_save)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log p_1(x) ``[B]`` of the learned flow (unconditional vector data ``[B, D]``)."""
-        return ode.log_likelihood(self.net, x, exact=True, rtol=self.rtol, atol=self.atol)
+        """log p_1(x) ``[B]`` of the learned flow (unconditional vector data ``[B, D]``): exact trace, or
+        Hutchinson's unbiased estimate with ``exact_trace=False``; in pixel space when there is a transform."""
+        z, log_jac = self.transform(x, self.dtype) if self.transform is not None else (x, 0.0)
+        return ode.log_likelihood(self.net, z, exact=self.exact_trace, rtol=self.rtol, atol=self.atol) + log_jac
 
     def validation_step(self, batch, batch_idx):
         self.val_nll.update(-self.log_prob(batch[0]))

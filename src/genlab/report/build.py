@@ -20,7 +20,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative",
+ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative", "zoo",
          "gpt", "scaling", "emergence", "rlhf", "sft", "reward_model",
          "ppo", "dpo", "overoptimization"]
 # one line per model: (model, key metric "<metrics file>:<flattened key>", cost "<file>:<key>" in train
@@ -35,6 +35,10 @@ HEADLINE = [
     ("flow matching, MNIST", "generative:flow_matching.fid", "flow_matching:mnist.train_seconds",
      "model.flow_matching"),
     ("diffusion, MNIST", "generative:diffusion.fid", "diffusion:train_seconds", "model.diffusion"),
+    *[(f"{name}, digits bits/dim (zoo)", f"zoo:digits.models.{key}.test_nll",
+       f"zoo:digits.models.{key}.train_seconds", "model.zoo")
+      for name, key in (("coupling flow", "coupling"), ("VAE (IWAE bound)", "vae"),
+                        ("flow matching (PF)", "flow_matching"), ("VP diffusion (PF-ODE)", "diffusion"))],
     ("GPT (characters)", "gpt:val_bpc", "gpt:train_seconds", "model.gpt"),
     ("scaling-law fit (held-out error)", "scaling:holdout_rel_error", None, "model.scaling_fit"),
     ("scaling: plain power law (held-out error)", "scaling:holdout_rel_error_powerlaw", None, "model.scaling_fit"),

@@ -72,7 +72,9 @@ def claims(acc: dict[str, list[float]], baselines: dict, n_test: int) -> list:
 def run(cfg) -> None:
     data = load_mnist(cfg)
     archs, seeds = list(cfg.model.classifier.archs), list(cfg.seeds)
-    jobs = [{"cfg": cfg, "arch": a, "seed": s, "data": data, "keep": s == cfg.seed} for a in archs for s in seeds]
+    # the CNN's runs (the long ones) first: the short MLP runs then fill the other worker's queue
+    jobs = [{"cfg": cfg, "arch": a, "seed": s, "data": data, "keep": s == cfg.seed}
+            for a in sorted(archs, key=lambda a: a != "cnn") for s in seeds]
     results = run_many(seed_run, jobs, desc="classifier seeds")
     baselines = pixel_baselines({k: v.numpy() for k, v in data.items()})
 
