@@ -186,3 +186,23 @@ def test_lr_keys_narrow_to_the_runs_own_subsection_level_by_level(make_cfg, tmp_
     assert lr_keys(cfg, "zoo", "digits_coupling-seed0") == ["model.zoo.digits.coupling.lr"]
     assert lr_keys(cfg, "flow_matching", "toy_gaussian") == ["model.flow_matching.toy.lr"]
     assert len(lr_keys(cfg, "zoo", "other")) == 8              # no subsection matches: every rate of the stage
+
+
+def test_autocast_follows_the_lightning_precision_and_samplers_keep_their_state_dtype():
+    """``runner.autocast`` is the context Trainer(precision=…) trains under; a sampler's network output comes back
+    in the state's dtype, so guidance arithmetic and ODE/DDIM updates never run in bfloat16."""
+    from genlab.models.flow_matching import FlowMatching
+    from genlab.models.matchers import IndependentCFM
+    from genlab.nn.vector_field import VectorField
+    from genlab.runner import autocast
+
+    a = torch.randn(8, 8)
+    with autocast("bf16-mixed"):
+        assert (a @ a).dtype == torch.bfloat16
+    with autocast("32-true"):
+        assert (a @ a).dtype == torch.float32
+    fm = FlowMatching(VectorField(3, 16, 2, "silu"), IndependentCFM(), 1e-3)
+    x, t = torch.randn(5, 3), torch.rand(5)
+    with autocast("bf16-mixed"):
+        v = fm.velocity(x, t)
+    assert v.dtype == torch.float32 and torch.allclose(v, fm.velocity(x, t), atol=0.05)

@@ -68,6 +68,16 @@ def thread_count(n: int) -> int:
     return n or torch.get_num_threads()
 
 
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}   # Lightning precision → autocast dtype
+
+
+def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
+    """The autocast context ``Trainer(precision=…)`` trains under, for inference outside Lightning (sampling):
+    ``bf16-mixed`` / ``16-mixed`` run matmuls and convolutions in that dtype, any other precision is a no-op."""
+    dtype = AUTOCAST.get(precision)
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype is not None)
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads (0: leave the count as it is), then restore it.
@@ -379,21 +389,26 @@ def run_lock(ckpt_dir: Path, run: str) -> Iterator[None]:
 
 @contextmanager
 def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps: int = -1,
-            max_epochs: int | None = None, callbacks: list[Callback] | None = None, **kwargs) -> Iterator[pl.Trainer]:
+            max_epochs: int | None = None, callbacks: list[Callback] | None = None, precision: str | None = None,
+            **kwargs) -> Iterator[pl.Trainer]:
     """A Trainer with genlab's callbacks and loggers; loggers are closed on exit (also on failure).
+
+    ``precision`` overrides ``trainer.precision`` for this run (a model whose config sets its own).
 
     ``run_config`` is whatever the run's result depends on: its hash names the checkpoint folder.
     Every session times its training batches with a ``TrainClock`` (the caller's, if it passes one), which
     ``fit`` returns.
     """
     check_hardware(cfg)
-    run_hash = section_hash(run_config, cfg.seed, cfg.trainer.precision)
+    precision = precision or cfg.trainer.precision
+    run_hash = section_hash(run_config, cfg.seed, precision)
     ckpt_dir = Path(cfg.paths.checkpoints) / stage / f"{run}-{run_hash}"
     with run_lock(ckpt_dir, f"{stage}/{run}"):
         logs = loggers(cfg, stage, run, run_hash)
         try:
             start_loggers(logs, cfg.logger.wandb.mode)
-            yield from _trainer(cfg, stage, run, ckpt_dir, logs, max_steps, max_epochs, callbacks, kwargs)
+            yield from _trainer(cfg, stage, run, ckpt_dir, logs, max_steps, max_epochs, callbacks,
+                                {"precision": precision, **kwargs})
         finally:
             finish_loggers(logs)
 
@@ -405,7 +420,7 @@ def _trainer(cfg, stage, run, ckpt_dir, logs, max_steps, max_epochs, callbacks, 
     clock = next((c for c in callbacks if isinstance(c, TrainClock)), None) or TrainClock()
     trainer = pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
-        precision=t.precision, deterministic=t.deterministic, max_steps=max_steps, max_epochs=max_epochs,
+        deterministic=t.deterministic, max_steps=max_steps, max_epochs=max_epochs,
         logger=logs or False, log_every_n_steps=t.log_every, enable_progress_bar=bar,
         enable_model_summary=False, use_distributed_sampler=False, num_sanity_val_steps=0,
         default_root_dir=str(ckpt_dir),

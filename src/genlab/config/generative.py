@@ -14,6 +14,9 @@ from genlab.config.checks import Section, nonnegative, positive, fraction, one_o
 from genlab.errors import ConfigError
 
 
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")   # 16-mixed: GPU only
+
+
 @dataclass
 class UNetConfig(Section):
     """``genlab.nn.unet.UNet`` widths, shared by the flow-matching and diffusion sections."""
@@ -102,9 +105,11 @@ class FlowMatchingMnistConfig(Section):
     n_samples: int = MISSING          # per test run, equally many per class
     sweep_nfe: list[int] = MISSING    # NFEs of the quality-vs-NFE sweep (w = 0)
     sweep_n: int = MISSING            # samples per sweep run (generative_eval scores every run on as many)
+    precision: str = MISSING          # Lightning precision of the U-Net's training and sampling (not trainer's)
 
     def check(self):
         positive(self, "steps", "batch_size", "lr", "nfe", "n_samples", "sweep_n", "n_select")
+        one_of(self, "precision", PRECISIONS)
         fraction(self, "ema", "label_dropout")
         one_of(self, "sampler", ("euler", "midpoint", "dopri5"))
         one_of(self, "t_sampling", ("uniform", "logit_normal"))
@@ -171,9 +176,11 @@ class DiffusionConfig(Section):
     n_select: int = MISSING           # samples per validation (selection) run
     ddpm_reference: bool = MISSING    # also sample ancestral DDPM with all T steps at w = 0 (test)
     n_samples: int = MISSING          # per test run (DDIM and DDPM), equally many per class
+    precision: str = MISSING          # Lightning precision of the U-Net's training and sampling (not trainer's)
 
     def check(self):
         positive(self, "timesteps", "steps", "batch_size", "lr", "sample_steps", "n_samples", "n_select")
+        one_of(self, "precision", PRECISIONS)
         fraction(self, "ema", "label_dropout")
         nonnegative(self, "snr_gamma")
         one_of(self, "schedule", ("linear", "cosine"))

@@ -140,9 +140,10 @@ class Diffusion(pl.LightningModule):
         (batch 2B if w ≠ 0)."""
         time = torch.full((x.shape[0],), t / self.T, dtype=x.dtype, device=x.device)
         if w == 0:
-            return self.ema(x, time, y)
+            return self.ema(x, time, y).to(x.dtype)      # under autocast the net's output is lower precision
         null = torch.full_like(y, self.ema.null_class)
-        e_cond, e_uncond = self.ema(torch.cat([x, x]), torch.cat([time, time]), torch.cat([y, null])).chunk(2)
+        out = self.ema(torch.cat([x, x]), torch.cat([time, time]), torch.cat([y, null])).to(x.dtype)
+        e_cond, e_uncond = out.chunk(2)
         return (1 + w) * e_cond - w * e_uncond
 
     def denoise(self, x: torch.Tensor, t: int, y: torch.Tensor, w: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,13 +37,15 @@ class FlowMatching(pl.LightningModule):
         self.val_nll = MeanMetric()   # the validation split: selection only, never test
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, w: float = 0.0) -> torch.Tensor:
-        """Guided velocity ṽ ``[B, …]``; one network call (cond and uncond halves share the batch when w ≠ 0)."""
+        """Guided velocity ṽ ``[B, …]`` in x's dtype (under autocast the network's output is lower precision; the
+        guidance arithmetic and the ODE state stay in x's); one network call (cond and uncond halves share the
+        batch when w ≠ 0)."""
         if not self.n_classes:
-            return self.net(x, t)
+            return self.net(x, t).to(x.dtype)
         if w == 0:
-            return self.net(x, t, y)
+            return self.net(x, t, y).to(x.dtype)
         null = torch.full_like(y, self.n_classes)
-        v_cond, v_uncond = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+        v_cond, v_uncond = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).to(x.dtype).chunk(2)
         return (1 + w) * v_cond - w * v_uncond
 
     def training_step(self, batch, batch_idx):

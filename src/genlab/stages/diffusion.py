@@ -38,7 +38,7 @@ def train(cfg, data: dict[str, torch.Tensor]) -> tuple[Diffusion, float]:
     module = Diffusion(UNet.from_config(c.unet), c.timesteps, c.schedule, c.label_dropout, c.lr, c.ema,
                        snr_gamma=c.snr_gamma, prediction=c.prediction)
     with runner.session(cfg, stage="diffusion", run="mnist", run_config=[c, cfg.data.mnist],
-                        max_steps=c.steps, max_epochs=-1) as trainer:
+                        max_steps=c.steps, max_epochs=-1, precision=c.precision) as trainer:
         clock = runner.fit(trainer, module, loader(data["train_x"], data["train_y"], batch_size=c.batch_size,
                                                    seed=cfg.seed))
     return module.eval(), clock.seconds
@@ -54,8 +54,9 @@ def sample_runs(cfg, module: Diffusion, plan: list[dict], seed: int, n: int) -> 
         key = run_key(p)
         gen = torch.Generator().manual_seed(seed)
         start = time.perf_counter()
-        x = (module.sample_ddim(y, p["steps"], p["w"], gen, p["eta"]) if p["sampler"] == "ddim"
-             else module.sample_ddpm(y, p["w"], gen))
+        with runner.autocast(cfg.model.diffusion.precision, module.device.type):   # as in training
+            x = (module.sample_ddim(y, p["steps"], p["w"], gen, p["eta"]) if p["sampler"] == "ddim"
+                 else module.sample_ddpm(y, p["w"], gen))
         seconds = time.perf_counter() - start
         arrays[f"{key}_x"] = ((x.squeeze(1) + 1) / 2).clamp(0, 1).numpy().astype(np.float32)
         arrays[f"{key}_y"] = y.numpy().astype(np.int64)

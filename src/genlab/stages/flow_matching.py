@@ -215,7 +215,7 @@ def toy(cfg) -> tuple[dict, list]:
 def mnist_config(cfg) -> dict:
     """What the saved MNIST model depends on (training part of ``model.flow_matching.mnist``)."""
     m = OmegaConf.to_container(cfg.model.flow_matching.mnist, resolve=True)
-    return {k: m[k] for k in ("unet", "steps", "batch_size", "lr", "ema", "label_dropout", "t_sampling")}
+    return {k: m[k] for k in ("unet", "steps", "batch_size", "lr", "ema", "label_dropout", "t_sampling", "precision")}
 
 
 def train_mnist(cfg, arrays: dict[str, np.ndarray]) -> tuple[FlowMatching, TrainClock]:
@@ -229,7 +229,7 @@ def train_mnist(cfg, arrays: dict[str, np.ndarray]) -> tuple[FlowMatching, Train
     clock = TrainClock()
     average = EMAWeightAveraging(decay=m.ema, update_starting_at_step=m.steps // 2)
     with runner.session(cfg, stage="flow_matching", run="mnist", run_config=[mnist_config(cfg), cfg.data.mnist],
-                        max_steps=m.steps, callbacks=[average, clock]) as trainer:
+                        max_steps=m.steps, callbacks=[average, clock], precision=m.precision) as trainer:
         runner.fit(trainer, module, loader(x, y, batch_size=m.batch_size, seed=cfg.seed))
     return module, clock
 
@@ -255,8 +255,10 @@ def test_runs(m, best_w: float) -> list[dict]:
     return [{"key": k, **r} for k, r in runs.items()]
 
 
-def generate(module: FlowMatching, sampler: str, runs: list[dict], seed: int) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Every run from the same noise (``seed``), labels 0..9 in equal blocks; images in [0, 1].
+def generate(module: FlowMatching, sampler: str, runs: list[dict], seed: int,
+             precision: str) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Every run from the same noise (``seed``), labels 0..9 in equal blocks, under the autocast of ``precision``
+    (the training precision); images in [0, 1].
 
     A run's ``nfe`` counts network evaluations per sample: a guided step evaluates the conditional and the
     unconditional field (one batched call of twice the batch), so it counts 2."""
@@ -266,7 +268,7 @@ def generate(module: FlowMatching, sampler: str, runs: list[dict], seed: int) ->
         labels = torch.arange(N_CLASSES).repeat_interleave(-(-r["n"] // N_CLASSES))[: r["n"]]
         torch.manual_seed(seed)
         start = time.perf_counter()
-        with ode.NFE(module.net) as calls:
+        with ode.NFE(module.net) as calls, runner.autocast(precision, module.device.type):
             x = module.sample(labels, (1, 28, 28), sampler, r["steps"], r["w"])[-1]
         seconds = time.perf_counter() - start
         key = r["key"]
@@ -292,9 +294,9 @@ def mnist(cfg) -> dict:
     module, clock = train_mnist(cfg, data)
     out = Path(cfg.paths.models) / "flow_matching"
     save_model(out / "mnist.pt", module.net.state_dict(), mnist_config(cfg))
-    val_arrays, selection = generate(module, m.sampler, selection_runs(m), cfg.seed)
+    val_arrays, selection = generate(module, m.sampler, selection_runs(m), cfg.seed, m.precision)
     best_w = choose_guidance(scorer, val_arrays, selection, m.accuracy_bar)
-    arrays, runs = generate(module, m.sampler, test_runs(m, best_w), test_seed(cfg.seed))
+    arrays, runs = generate(module, m.sampler, test_runs(m, best_w), test_seed(cfg.seed), m.precision)
     save_arrays(out / "samples", arrays, {"runs": runs, "main_steps": m.nfe, "best_w": best_w,
                                           "selection": selection, "accuracy_bar": m.accuracy_bar})
     figures = figures_dir(cfg, "flow_matching")
