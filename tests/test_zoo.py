@@ -30,12 +30,17 @@ def test_zoo_stage_writes_one_likelihood_table_with_baselines_and_claims(make_cf
                        expect_config=zoo.model_config(cfg, part, model))
         assert rows["CNF (stage cnf)"]["n_seeds"] == 3
         assert rows[zoo.NAMES["vae"]]["estimate"] == "IWAE bound"
+    for r in m["digits"]["table"]:
+        if r["model"] not in ("uniform", "CNF (stage cnf)"):       # every zoo model and fitted baseline
+            assert 0 <= r["auroc_rotated"] <= 1 and 0 <= r["auroc_noise"] <= 1
+    assert m["digits"]["models"]["coupling"]["auroc_noise_ci95"] is not None
     digits = {r["model"]: r["nll"] for r in m["digits"]["table"]}
     assert digits["uniform"] == pytest.approx(math.log2(17))
     assert "true density" in {r["model"] for r in m["toy"]["table"]}      # gaussians8: the floor is known
     ids = {r["id"] for r in m["conclusions"]}
     assert {"zoo_digits_fm_vs_diffusion_nll", "zoo_toy_fm_vs_diffusion_nll",
-            *(f"zoo_digits_{k}_beats_best_baseline" for k in zoo.MODELS)} <= ids
+            *(f"zoo_digits_{k}_beats_best_baseline" for k in zoo.MODELS),
+            *(f"zoo_digits_{k}_likelihood_detects_rotated_digits" for k in zoo.MODELS)} <= ids
     for row in m["conclusions"]:
         assert Claim.from_row(row).verdict == row["verdict"] and row["n_seeds"] == 3
     figures = {p.name for p in (tmp_path / "reports" / "figures" / "zoo").iterdir()}
@@ -81,3 +86,21 @@ def test_flow_matching_likelihood_of_dequantized_pixels_adds_the_transforms_log_
     assert ((estimates.mean(0) - (want - log_jac)).abs() < 4 * se + 1e-6).all() and (estimates.std(0) > 1e-3).all()
     batch = (pixels,)
     assert torch.isfinite(fm.training_step(batch, 0))     # trains on freshly dequantized logits
+
+
+def test_auroc_is_the_probability_an_inlier_outscores_an_outlier():
+    """AUROC = P(log p(in) > log p(out)) (ties count ½): 1 when separated, ½ for the same scores, and the
+    Mann–Whitney count on a small case; the outliers are rotated digits and noise of the test's shape."""
+    import numpy as np
+
+    from genlab.stages.zoo import auroc, outliers
+
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    assert auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    assert auroc(np.array([1.0, 3.0]), np.array([2.0])) == 0.5           # one of two pairs ordered right
+    test = torch.randint(0, 17, (5, 64))
+    out = outliers(test, 0)
+    assert out["rotated"].shape == out["noise"].shape == test.shape
+    assert torch.equal(torch.rot90(out["rotated"].view(-1, 8, 8), -1, (1, 2)).reshape(-1, 64), test)
+    assert out["noise"].min() >= 0 and out["noise"].max() <= 16

@@ -28,7 +28,7 @@ import random
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +39,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.config import section_hash
@@ -68,7 +69,17 @@ def thread_count(n: int) -> int:
     return n or torch.get_num_threads()
 
 
-AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}   # Lightning precision → autocast dtype
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16-train": torch.bfloat16, "16-mixed": torch.float16}   # → autocast dtype
+
+
+class TrainOnlyMixedPrecision(MixedPrecision):
+    """Lightning's mixed precision in training steps only (``precision: bf16-train``): validation, test and
+    predict steps run in float32, so what they measure (accuracy, calibration) is the float32 network's."""
+
+    def val_step_context(self):
+        return nullcontext()
+
+    test_step_context = predict_step_context = val_step_context
 
 
 def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
@@ -408,9 +419,16 @@ def session(cfg: DictConfig, *, stage: str, run: str, run_config: Any, max_steps
         try:
             start_loggers(logs, cfg.logger.wandb.mode)
             yield from _trainer(cfg, stage, run, ckpt_dir, logs, max_steps, max_epochs, callbacks,
-                                {"precision": precision, **kwargs})
+                                {**precision_args(precision, cfg.trainer.accelerator), **kwargs})
         finally:
             finish_loggers(logs)
+
+
+def precision_args(precision: str, accelerator: str) -> dict:
+    """Trainer keyword arguments for a precision: Lightning's own, or the plugin behind ``bf16-train``."""
+    if precision != "bf16-train":
+        return {"precision": precision}
+    return {"plugins": [TrainOnlyMixedPrecision("bf16-mixed", "cpu" if accelerator == "cpu" else "cuda")]}
 
 
 def _trainer(cfg, stage, run, ckpt_dir, logs, max_steps, max_epochs, callbacks, kwargs) -> Iterator[pl.Trainer]:

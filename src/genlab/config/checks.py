@@ -42,6 +42,11 @@ def finite_floats(section: Any) -> None:
                                   f"set {section.path}.{f.name} to a number (not nan or inf)")
 
 
+# Lightning precisions a model section may set for its own runs, and genlab's "bf16-train": bfloat16 autocast in
+# training steps only, validation and test in float32 (``genlab.runner.TrainOnlyMixedPrecision``); 16-mixed: GPU only
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-train")
+
+
 @dataclass
 class Section:
     """Base of a schema section with value checks (``check``), run once all its fields are set."""

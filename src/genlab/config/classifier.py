@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from omegaconf import MISSING
 
-from genlab.config.checks import Section, nonnegative, positive, fraction, one_of
+from genlab.config.checks import PRECISIONS, Section, nonnegative, positive, fraction, one_of
 from genlab.errors import ConfigError
 
 
@@ -19,10 +19,12 @@ class ArchConfig(Section):
     width: int = MISSING              # MLP hidden units / CNN base channels
     epochs: int = MISSING
     dropout: float = MISSING
+    precision: str = MISSING          # Lightning precision of its training (or bf16-train: evaluation in float32)
 
     def check(self):
         positive(self, "width", "epochs")
         fraction(self, "dropout")
+        one_of(self, "precision", PRECISIONS)
 
 
 @dataclass

@@ -10,11 +10,8 @@ from typing import ClassVar, Optional
 
 from omegaconf import MISSING
 
-from genlab.config.checks import Section, nonnegative, positive, fraction, one_of
+from genlab.config.checks import PRECISIONS, Section, nonnegative, positive, fraction, one_of
 from genlab.errors import ConfigError
-
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")   # 16-mixed: GPU only
 
 
 @dataclass

@@ -12,12 +12,12 @@ from genlab.saved.classifier import model_config
 
 
 def fit_and_test(cfg, module: Classifier, data: dict[str, torch.Tensor], *, stage: str, run: str, run_config,
-                 epochs: int, batch_size: int, callbacks: list | None = None) -> dict:
+                 epochs: int, batch_size: int, callbacks: list | None = None, precision: str | None = None) -> dict:
     """Train ``module`` on ``train_x/y`` (validated on ``val_x/y`` each epoch), then test on ``test_x/y``."""
     train = loader(data["train_x"], data["train_y"], batch_size=batch_size, seed=cfg.seed)
     val = loader(data["val_x"], data["val_y"], batch_size=1000, train=False)
     with runner.session(cfg, stage=stage, run=run, run_config=run_config, max_epochs=epochs,
-                        callbacks=callbacks) as trainer:
+                        callbacks=callbacks, precision=precision) as trainer:
         clock = runner.fit(trainer, module, train, val)
         test = trainer.test(module, loader(data["test_x"], data["test_y"], batch_size=1000, train=False),
                             verbose=False)[0]
@@ -33,7 +33,7 @@ def train_one(cfg, arch: str, data: dict[str, torch.Tensor], stage: str = "class
     module = Classifier(build(arch, c[arch]), c.lr, c.weight_decay, c.shift)
     return module, fit_and_test(cfg, module, data, stage=stage, run=run or arch,
                                 run_config=[model_config(cfg, arch), cfg.data.mnist], epochs=c[arch].epochs,
-                                batch_size=c.batch_size)
+                                batch_size=c.batch_size, precision=c[arch].precision)
 
 
 def seed_run(cfg, arch: str, seed: int, data: dict[str, torch.Tensor], keep: bool = False) -> dict:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from sklearn.metrics import roc_auc_score
 
 from genlab import runner
 from genlab.data import prepared, toy2d
@@ -84,9 +85,23 @@ def model_config(cfg, part: str, model: str) -> dict:
 
 
 @torch.no_grad()
-def mean_nll(module, x: torch.Tensor, batch_size: int = 1000) -> float:
-    """Mean −log p over points ``[N, D]`` (the ODE models need gradients inside for the trace: enabled there)."""
-    return float(torch.cat([-module.log_prob(xb) for xb in x.split(batch_size)]).mean())
+def log_probs(module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """log p per point ``[N]`` of points ``[N, D]`` (the ODE models enable the gradients their trace needs)."""
+    return torch.cat([module.log_prob(xb) for xb in x.split(batch_size)])
+
+
+def outliers(test: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """Digits the model never saw as such ``[N, 64]``: the test digits rotated by 90°, and uniform noise pixels."""
+    g = torch.Generator().manual_seed(seed)
+    return {"rotated": torch.rot90(test.view(-1, 8, 8), 1, (1, 2)).reshape(-1, DIGIT_DIMS),
+            "noise": torch.randint(0, DIGIT_LEVELS, test.shape, generator=g)}
+
+
+def auroc(log_p_in: np.ndarray, log_p_out: np.ndarray) -> float:
+    """Area under the ROC curve of log p as the score of "in-distribution" (1: every test digit is more likely
+    than every outlier; 0.5: chance). The anomaly-detection use of a likelihood (Bishop 1994)."""
+    labels = np.r_[np.ones(len(log_p_in)), np.zeros(len(log_p_out))]
+    return float(roc_auc_score(labels, np.r_[log_p_in, log_p_out]))
 
 
 def sampling_nfe(module, model: str, dims: int) -> float:
@@ -132,8 +147,11 @@ def replicate(cfg, part: str, model: str, seed: int, data: dict[str, torch.Tenso
     module.eval()
     torch.manual_seed(seed + 10_000)     # test-time dequantization / Hutchinson / IWAE noise: a seed nothing chose
     start = time.process_time()
-    test_nll = mean_nll(module, data["test"])
-    result = {"test_nll": test_nll, "val_nll": clock.history[-1]["val/nll"], "train_seconds": clock.seconds,
+    log_p = log_probs(module, data["test"])
+    test_nll = float(-log_p.mean())
+    ood = {f"auroc_{k}": auroc(log_p.numpy(), log_probs(module, x).numpy())
+           for k, x in outliers(data["test"], seed).items()} if part == "digits" else {}
+    result = {"test_nll": test_nll, **ood, "val_nll": clock.history[-1]["val/nll"], "train_seconds": clock.seconds,
               "train_cpu_seconds": clock.cpu_seconds, "eval_cpu_seconds": time.process_time() - start,
               "sampling_nfe": sampling_nfe(module, model, dims), "steps": s.steps,
               "parameters": sum(p.numel() for p in module.parameters())}
@@ -164,7 +182,9 @@ def part_data(cfg, part: str) -> dict[str, torch.Tensor]:
 def summary(runs: list[dict], scale: float) -> dict:
     """A model's per-seed results: NLLs (divided by ``scale``) and costs, each as mean with sd and 95% CI."""
     out = {"n_seeds": len(runs), "parameters": runs[0]["parameters"], "steps": runs[0]["steps"]}
-    for key in ("test_nll", "val_nll", "train_seconds", "train_cpu_seconds", "eval_cpu_seconds", "sampling_nfe"):
+    keys = ("test_nll", "val_nll", "train_seconds", "train_cpu_seconds", "eval_cpu_seconds", "sampling_nfe",
+            *(k for k in runs[0] if k.startswith("auroc_")))
+    for key in keys:
         s = stats.summarize([r[key] / (scale if "nll" in key else 1.0) for r in runs])
         out |= {key: s["mean"], f"{key}_sd": s["sd"], f"{key}_ci95": s["ci"]}
     return out
@@ -177,8 +197,10 @@ def row(name: str, values: list[float] | None, scale: float, kind: str, **extra)
             "n_seeds": s["n"] if s else 0, "estimate": kind, **extra}
 
 
-def table(part: str, runs: dict[str, list[dict]], cnf: dict, references: dict[str, float]) -> list[dict]:
-    """The part's likelihood table: zoo models (over seeds), the CNF (from its stage), closed-form references."""
+def table(part: str, runs: dict[str, list[dict]], cnf: dict, references: dict[str, float],
+          reference_auroc: dict[str, dict]) -> list[dict]:
+    """The part's likelihood table: zoo models (over seeds), the CNF (from its stage), closed-form references;
+    on digits with the AUROC of each model's log p against rotated digits and noise."""
     scale = BITS if part == "digits" else 1.0
     kinds = {"coupling": "exact", "vae": "IWAE bound", "flow_matching": "exact" if part == "toy" else "Hutchinson",
              "diffusion": "exact, p at τ = eps" if part == "toy" else "Hutchinson, p at τ = eps"}
@@ -186,15 +208,28 @@ def table(part: str, runs: dict[str, list[dict]], cnf: dict, references: dict[st
                 val_nll=float(np.mean([r["val_nll"] for r in runs[m]])) / scale,
                 train_cpu_seconds=float(np.mean([r["train_cpu_seconds"] for r in runs[m]])),
                 sampling_nfe=float(np.mean([r["sampling_nfe"] for r in runs[m]])),
-                parameters=runs[m][0]["parameters"]) for m in MODELS]
+                parameters=runs[m][0]["parameters"],
+                **{k: float(np.mean([r[k] for r in runs[m]])) for k in runs[m][0] if k.startswith("auroc_")})
+            for m in MODELS]
     key = "test_bpd" if part == "digits" else "test_nll"
     rows.append({"model": "CNF (stage cnf)", "nll": cnf[key], "nll_ci95": cnf[f"{key}_ci95"], "n_seeds": cnf["n_seeds"],
                  "estimate": "Hutchinson" if part == "digits" else "exact",
                  "val_nll": cnf[key.replace("test", "val")], "train_cpu_seconds": cnf["train_cpu_seconds"],
                  "sampling_nfe": cnf["nfe"], "parameters": cnf["parameters"]})
-    rows += [{"model": name, "nll": v, "nll_ci95": None, "n_seeds": 0, "estimate": "closed form"}
-             for name, v in references.items()]
+    rows += [{"model": name, "nll": v, "nll_ci95": None, "n_seeds": 0, "estimate": "closed form",
+              **reference_auroc.get(name, {})} for name, v in references.items()]
     return rows
+
+
+def baseline_auroc(cfg, data: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """The closed-form digits baselines as anomaly detectors: AUROC of their per-image log p (−bits/dim)."""
+    train_k, test_k = data["train"].numpy(), data["test"].numpy()
+    scores = {"Gaussian (logit space)": lambda k: -gaussian_bpd(train_k, k, DIGIT_LEVELS, cfg.model.cnf.logit_alpha,
+                                                               cfg.seed),
+              "per-pixel categorical": lambda k: -categorical_bpd(train_k, k, DIGIT_LEVELS)}
+    return {name: {f"auroc_{k}": auroc(score(test_k), score(x.numpy())) for k, x in outliers(data["test"],
+                                                                                              cfg.seed).items()}
+            for name, score in scores.items()}
 
 
 def claims(part: str, runs: dict[str, list[dict]], references: dict[str, float]) -> list:
@@ -207,6 +242,12 @@ def claims(part: str, runs: dict[str, list[dict]], references: dict[str, float])
         stats.paired_difference(nll["diffusion"], nll["flow_matching"]),
         statistic=f"NLL(diffusion) − NLL(flow matching), test, {unit}, paired by seed")]
     if part == "digits":
+        for m in MODELS:
+            rows.append(claim_from_difference(
+                f"zoo_digits_{m}_likelihood_detects_rotated_digits", "zoo", f"The {NAMES[m]}'s likelihood ranks "
+                "held-out digits above the same digits rotated by 90° (AUROC > 0.5).",
+                stats.summarize([r["auroc_rotated"] for r in runs[m]]), statistic="AUROC of log p, test digits "
+                "vs rotated test digits, over training seeds", null=0.5, baseline="chance 0.5"))
         best = min(references, key=references.get)
         for m in MODELS:
             rows.append(claim_from_difference(
@@ -231,16 +272,19 @@ def table_text(tables: dict[str, list[dict]]) -> str:
     lines = []
     for part, rows in tables.items():
         unit = "bits/dim" if part == "digits" else "nats"
-        lines += [f"{part}: test NLL in {unit} (mean over seeds [95% CI]); lower is better", "",
+        lines += [f"{part}: test NLL in {unit} (mean over seeds [95% CI]); lower is better"
+                  + ("; AUROC of log p, test digits against the same digits rotated 90° and uniform noise" if part ==
+                     "digits" else ""), "",
                   f"{'model':<26} {'test NLL':>8} {'95% CI':>19} {'seeds':>5} {'val NLL':>8} {'train CPU s':>11} "
-                  f"{'sample NFE':>10}  estimate"]
+                  f"{'sample NFE':>10} {'AUROC rot':>9} {'AUROC noise':>11}  estimate"]
         for r in rows:
             ci = f"[{r['nll_ci95'][0]:.3f}, {r['nll_ci95'][1]:.3f}]" if r["nll_ci95"] else ""
             val = f"{r['val_nll']:.3f}" if r.get("val_nll") is not None else ""
             cost = f"{r['train_cpu_seconds']:.0f}" if r.get("train_cpu_seconds") is not None else ""
             nfe = f"{r['sampling_nfe']:.0f}" if r.get("sampling_nfe") is not None else ""
+            rot, noise = (f"{r[k]:.3f}" if r.get(k) is not None else "" for k in ("auroc_rotated", "auroc_noise"))
             lines.append(f"{r['model']:<26} {r['nll']:>8.3f} {ci:>19} {r['n_seeds']:>5} {val:>8} {cost:>11} "
-                         f"{nfe:>10}  {r['estimate']}")
+                         f"{nfe:>10} {rot:>9} {noise:>11}  {r['estimate']}")
         lines.append("")
     return "\n".join(lines)
 
@@ -295,7 +339,8 @@ def run(cfg) -> None:
         for m in MODELS:
             save_model(models / f"{p}_{m}.pt", kept[m].pop("state_dict"), model_config(cfg, p, m))
         refs = references(cfg, p, data[p])
-        part_table = table(p, runs, cnf["digits" if p == "digits" else "cnf_toy"], refs)
+        part_table = table(p, runs, cnf["digits" if p == "digits" else "cnf_toy"], refs,
+                           baseline_auroc(cfg, data[p]) if p == "digits" else {})
         figures(cfg, p, kept, data[p])
         unit = "bits/dim" if p == "digits" else "nats"
         scale = BITS if p == "digits" else 1.0
