@@ -202,3 +202,16 @@ class GenerativeEvalConfig(Section):
         positive(self, "n_samples", "n_boot", "n_floor")
         if self.n_samples % 10:
             raise ConfigError(f"{self.path}.n_samples must be a multiple of 10 (got {self.n_samples})", "e.g. 1000")
+
+
+@dataclass
+class InpaintingConfig(Section):
+    """Completing test digits with the flow-matching MNIST model (``genlab.stages.inpainting``); its sampler steps
+    and precision are ``model.flow_matching.mnist``'s."""
+    path: ClassVar[str] = "model.inpainting"
+    mask: str = MISSING               # the visible part: top_half | left_half (the rest is filled)
+    n_images: int = MISSING           # test images completed; 0: all
+
+    def check(self):
+        one_of(self, "mask", ("top_half", "left_half"))
+        nonnegative(self, "n_images")

@@ -18,7 +18,8 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 from genlab.config.checks import Section
 from genlab.config.classifier import ClassifierConfig, GeneralizationConfig
 from genlab.config.data import DataConfig
-from genlab.config.generative import CnfConfig, FlowMatchingConfig, DiffusionConfig, GenerativeEvalConfig
+from genlab.config.generative import (CnfConfig, DiffusionConfig, FlowMatchingConfig, GenerativeEvalConfig,
+                                      InpaintingConfig)
 from genlab.config.infra import TrainerConfig, LoggerConfig, PathsConfig
 from genlab.config.language import EmergenceConfig, GPTConfig, GPTScalingConfig, ScalingFitConfig
 from genlab.config.rlhf import RlhfConfig
@@ -39,6 +40,7 @@ class ModelConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     generative_eval: GenerativeEvalConfig = field(default_factory=GenerativeEvalConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
+    inpainting: InpaintingConfig = field(default_factory=InpaintingConfig)
     rlhf: RlhfConfig = field(default_factory=RlhfConfig)
 
 

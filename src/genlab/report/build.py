@@ -20,7 +20,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative", "zoo",
+ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative", "inpainting", "zoo",
          "gpt", "scaling", "emergence", "rlhf", "sft", "reward_model",
          "ppo", "dpo", "overoptimization"]
 # one line per model: (model, key metric "<metrics file>:<flattened key>", cost "<file>:<key>" in train

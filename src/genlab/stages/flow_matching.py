@@ -47,6 +47,7 @@ from genlab.report.conclusions import add_conclusions, claim_from_difference
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
 from genlab.report.flows import density_figure, log_density_on_grid, trajectory_figure
 from genlab.saved import cnf as saved_cnf
+from genlab.saved.flow_matching import mnist_config
 
 N_CLASSES = 10
 
@@ -211,12 +212,6 @@ def toy(cfg) -> tuple[dict, list]:
 
 
 # --- class-conditional Gaussian → MNIST ---------------------------------------------------
-
-def mnist_config(cfg) -> dict:
-    """What the saved MNIST model depends on (training part of ``model.flow_matching.mnist``)."""
-    m = OmegaConf.to_container(cfg.model.flow_matching.mnist, resolve=True)
-    return {k: m[k] for k in ("unet", "steps", "batch_size", "lr", "ema", "label_dropout", "t_sampling", "precision")}
-
 
 def train_mnist(cfg, arrays: dict[str, np.ndarray]) -> tuple[FlowMatching, TrainClock]:
     m = cfg.model.flow_matching.mnist
