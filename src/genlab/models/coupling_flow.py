@@ -58,7 +58,7 @@ class CouplingFlow(pl.LightningModule):
     def __init__(self, dim: int, n_layers: int, width: int, depth: int, lr: float, weight_decay: float = 0.0,
                  transform: LogitDequantize | None = None):
         super().__init__()
-        parity = torch.arange(dim) % 2
+        parity = torch.arange(dim) % 2   # device: cpu-only (builds the mask buffers; .to() moves them)
         self.layers = nn.ModuleList(AffineCoupling((parity == k % 2).float(), CouplingNet(dim, width, depth))
                                     for k in range(n_layers))
         self.dim, self.transform = dim, transform
