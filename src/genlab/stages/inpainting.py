@@ -94,8 +94,8 @@ def run(cfg) -> None:
             out = inpaint(lambda z, t: module.velocity(z, t, null), x * 2 - 1, mask, x0, m.nfe)
         completions[seed] = out.add(1).div(2).clamp(0, 1)
         runs[seed] = scorer(completions[seed].squeeze(1), y) | {"correct": correct(cnn, completions[seed], y)}
-    baselines = {name: scorer(f.squeeze(1), y) | {"correct": correct(cnn, f, y)}
-                 for name, f in fills(train_x, train_y, x, y, mask).items()}
+    filled = fills(train_x, train_y, x, y, mask)
+    baselines = {name: scorer(f.squeeze(1), y) | {"correct": correct(cnn, f, y)} for name, f in filled.items()}
 
     flow_correct = np.mean([r["correct"] for r in runs.values()], axis=0)    # per image, over sampling seeds
     diff = stats.paired_difference(flow_correct, baselines["nearest_neighbour"]["correct"], unit="test images")
@@ -114,10 +114,10 @@ def run(cfg) -> None:
     print(f"[genlab] inpainting ({c.mask} visible, {n} test digits, {m.nfe} NFE): CNN accuracy "
           f"{stats.format_difference(acc, 'acc')}, FID {fid['mean']:.1f}; nearest neighbour "
           f"{baselines['nearest_neighbour']['accuracy']:.3f} / {baselines['nearest_neighbour']['fid']:.1f}, "
-          f"class-mean oracle {baselines['class_mean_oracle']['accuracy']:.3f}, zeros {baselines['zeros']['accuracy']:.3f}")
+          f"class-mean oracle {baselines['class_mean_oracle']['accuracy']:.3f}, "
+          f"zeros {baselines['zeros']['accuracy']:.3f}")
 
-    show = torch.cat([x[:10], mask * x[:10], completions[cfg.seed][:10],
-                      fills(train_x, train_y, x[:10], y[:10], mask)["nearest_neighbour"]])
+    show = torch.cat([x[:10], mask * x[:10], completions[cfg.seed][:10], filled["nearest_neighbour"][:10]])
     save_figure(image_grid(show.squeeze(1).numpy(), nrow=4, title="rows: test digit, visible part, flow completion, "
                            "nearest-neighbour fill"), figures_dir(cfg, "inpainting") / "completions.png")
     write_metrics(cfg, "inpainting", add_conclusions(metrics, [claim]))

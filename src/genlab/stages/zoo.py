@@ -46,7 +46,8 @@ from genlab.models.vae import VAE
 from genlab.nn.gaussian_mlp import GaussianMLP
 from genlab.nn.vector_field import VectorField
 from genlab.parallel import run_many
-from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics, write_text
+from genlab.report.artifacts import (figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics,
+                                     write_text)
 from genlab.report.conclusions import add_conclusions, claim_from_difference
 from genlab.report.flows import density_figure, log_density_on_grid
 
@@ -221,17 +222,6 @@ def table(part: str, runs: dict[str, list[dict]], cnf: dict, references: dict[st
     return rows
 
 
-def baseline_auroc(cfg, data: dict[str, torch.Tensor]) -> dict[str, dict]:
-    """The closed-form digits baselines as anomaly detectors: AUROC of their per-image log p (−bits/dim)."""
-    train_k, test_k = data["train"].numpy(), data["test"].numpy()
-    scores = {"Gaussian (logit space)": lambda k: -gaussian_bpd(train_k, k, DIGIT_LEVELS, cfg.model.cnf.logit_alpha,
-                                                               cfg.seed),
-              "per-pixel categorical": lambda k: -categorical_bpd(train_k, k, DIGIT_LEVELS)}
-    return {name: {f"auroc_{k}": auroc(score(test_k), score(x.numpy())) for k, x in outliers(data["test"],
-                                                                                              cfg.seed).items()}
-            for name, score in scores.items()}
-
-
 def claims(part: str, runs: dict[str, list[dict]], references: dict[str, float]) -> list:
     scale = BITS if part == "digits" else 1.0
     unit = "bits/dim" if part == "digits" else "nats"
@@ -305,21 +295,26 @@ def figures(cfg, part: str, kept: dict[str, dict], data: dict[str, torch.Tensor]
                 out / "vae_reconstructions.png")
 
 
-def references(cfg, part: str, data: dict[str, torch.Tensor]) -> dict[str, float]:
+def references(cfg, part: str, data: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, dict]]:
     """Closed-form comparators on the test points scored: the true NLL (toy, when known); a full-covariance
-    Gaussian fitted on train; for digits the per-pixel categorical and uniform."""
+    Gaussian fitted on train; for digits the per-pixel categorical and uniform. Returns (NLL by name, and for the
+    fitted digits baselines the AUROC of their per-image log p (−bits/dim) against ``outliers``)."""
     if part == "toy":
         x, train = data["test"].numpy().astype(np.float64), data["train"].numpy().astype(np.float64)
         gauss = torch.distributions.MultivariateNormal(torch.from_numpy(train.mean(0)),
                                                        torch.from_numpy(np.cov(train.T, bias=True)))
         out = {"Gaussian (fit on train)": float(-gauss.log_prob(torch.from_numpy(x)).mean())}
         truth = toy2d.true_nll(cfg.model.cnf.dataset, x, cfg.data.toy2d.noise)
-        return out | ({"true density": truth} if truth is not None else {})
-    train_k, test_k = data["train"].numpy(), data["test"].numpy()
-    return {"Gaussian (logit space)": float(gaussian_bpd(train_k, test_k, DIGIT_LEVELS, cfg.model.cnf.logit_alpha,
-                                                        cfg.seed).mean()),
-            "per-pixel categorical": float(categorical_bpd(train_k, test_k, DIGIT_LEVELS).mean()),
-            "uniform": math.log2(DIGIT_LEVELS)}
+        return out | ({"true density": truth} if truth is not None else {}), {}
+    train_k = data["train"].numpy()
+    sets = {"test": data["test"].numpy(), **{k: x.numpy() for k, x in outliers(data["test"], cfg.seed).items()}}
+    bpd = {"Gaussian (logit space)": lambda k: gaussian_bpd(train_k, k, DIGIT_LEVELS, cfg.model.cnf.logit_alpha,
+                                                           cfg.seed),
+           "per-pixel categorical": lambda k: categorical_bpd(train_k, k, DIGIT_LEVELS)}
+    per_image = {name: {k: f(x) for k, x in sets.items()} for name, f in bpd.items()}   # bits/dim per image
+    nll = {name: float(b["test"].mean()) for name, b in per_image.items()} | {"uniform": math.log2(DIGIT_LEVELS)}
+    return nll, {name: {f"auroc_{k}": auroc(-b["test"], -b[k]) for k in sets if k != "test"}
+                 for name, b in per_image.items()}
 
 
 def run(cfg) -> None:
@@ -338,9 +333,8 @@ def run(cfg) -> None:
         kept = {j["model"]: r for j, r in zip(jobs, results) if j["part"] == p and j["keep"]}
         for m in MODELS:
             save_model(models / f"{p}_{m}.pt", kept[m].pop("state_dict"), model_config(cfg, p, m))
-        refs = references(cfg, p, data[p])
-        part_table = table(p, runs, cnf["digits" if p == "digits" else "cnf_toy"], refs,
-                           baseline_auroc(cfg, data[p]) if p == "digits" else {})
+        refs, ref_auroc = references(cfg, p, data[p])
+        part_table = table(p, runs, cnf["digits" if p == "digits" else "cnf_toy"], refs, ref_auroc)
         figures(cfg, p, kept, data[p])
         unit = "bits/dim" if p == "digits" else "nats"
         scale = BITS if p == "digits" else 1.0
