@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from genlab.cli import compose
 from genlab.nn.classifiers import build
 from genlab.nn.unet import UNet
-from genlab.runner import autocast
+from genlab.precision import autocast
 
 GOAL = 0.8
 

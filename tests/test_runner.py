@@ -189,12 +189,12 @@ def test_lr_keys_narrow_to_the_runs_own_subsection_level_by_level(make_cfg, tmp_
 
 
 def test_autocast_follows_the_lightning_precision_and_samplers_keep_their_state_dtype():
-    """``runner.autocast`` is the context Trainer(precision=…) trains under; a sampler's network output comes back
+    """``precision.autocast`` is the context Trainer(precision=…) trains under; a sampler's network output comes back
     in the state's dtype, so guidance arithmetic and ODE/DDIM updates never run in bfloat16."""
     from genlab.models.flow_matching import FlowMatching
     from genlab.models.matchers import IndependentCFM
     from genlab.nn.vector_field import VectorField
-    from genlab.runner import autocast
+    from genlab.precision import autocast
 
     a = torch.randn(8, 8)
     with autocast("bf16-mixed"):
@@ -206,3 +206,34 @@ def test_autocast_follows_the_lightning_precision_and_samplers_keep_their_state_
     with autocast("bf16-mixed"):
         v = fm.velocity(x, t)
     assert v.dtype == torch.float32 and torch.allclose(v, fm.velocity(x, t), atol=0.05)
+
+
+@pytest.mark.parametrize("stage, train", [("cnf", lambda m, cfg, data: m.train(cfg, "toy", data)),
+                                          ("zoo", lambda m, cfg, data: m.replicate(cfg, "toy", "coupling", 0, data))])
+def test_density_models_train_in_float32_under_a_half_precision_trainer(make_cfg, tmp_path, monkeypatch, stage, train):
+    """The gpu and cluster presets set ``trainer.precision: bf16-mixed``; the likelihood models (dopri5 solves,
+    log-determinants) must still get a float32 Trainer."""
+    import importlib
+
+    import numpy as np
+
+    from genlab.evaluate.selection import Split
+
+    module = importlib.import_module(f"genlab.stages.{stage}")
+    cfg = make_cfg(tmp_path, "trainer.precision=bf16-mixed")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def session(cfg, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(module.runner, "session", session)
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+    data = ({k: Split(k, x) for k in ("train", "val", "test")} if stage == "cnf" else
+            {k: torch.as_tensor(x) for k in ("train", "val", "test")})
+    with pytest.raises(Stop):
+        train(module, cfg, data)
+    assert cfg.trainer.precision == "bf16-mixed" and seen["precision"] == "32-true"

@@ -271,7 +271,8 @@ def run_stage(stage: str, argv: list[str]) -> None:
     home_fallback(Path(first.paths.logs))
     from genlab.io import check_writable, outputs_together
     from genlab.quiet import quiet_logs
-    from genlab.runner import seed_all, wandb_environment
+    from genlab.runner import seed_all
+    from genlab.tracking import wandb_environment
     wandb_environment(first.logger.wandb.mode)
     module = importlib.import_module(f"genlab.stages.{stage}")
 

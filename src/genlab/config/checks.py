@@ -43,7 +43,7 @@ def finite_floats(section: Any) -> None:
 
 
 # Lightning precisions a model section may set for its own runs, and genlab's "bf16-train": bfloat16 autocast in
-# training steps only, validation and test in float32 (``genlab.runner.TrainOnlyMixedPrecision``); 16-mixed: GPU only
+# training steps only, validation and test in float32 (``genlab.precision.TrainOnlyMixedPrecision``); 16-mixed: GPU only
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-train")
 
 

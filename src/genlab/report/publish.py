@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from genlab.runner import wandb_args, wandb_environment, wandb_init_failed
+from genlab.tracking import wandb_args, wandb_environment, wandb_init_failed
 
 HEADER = re.compile(r"^--- (.+?) ---$", re.M)    # gpt samples: "--- sample 1 (temperature 0.8, top-k 40) ---"
 

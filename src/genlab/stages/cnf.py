@@ -35,6 +35,7 @@ from genlab.models.clock import TrainClock
 from genlab.models.cnf import CNF, LogitDequantize
 from genlab.nn.vector_field import VectorField
 from genlab.parallel import run_many
+from genlab.precision import DENSITY_PRECISION
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
 from genlab.report.conclusions import add_conclusions, claim_from_difference
 from genlab.report.flows import density_figure, log_density_on_grid, trajectory_figure
@@ -67,7 +68,7 @@ def train(cfg, part: str, data: dict[str, Split]) -> tuple[CNF, TrainClock, dict
     with runner.torch_threads(s.threads), \
             runner.session(cfg, stage="cnf", run=part if cfg.seed == 0 else f"{part}-seed{cfg.seed}",
                            run_config=model_config(cfg, part), max_steps=s.steps,
-                           callbacks=[clock], inference_mode=False) as trainer:
+                           callbacks=[clock], inference_mode=False, precision=DENSITY_PRECISION) as trainer:
         runner.fit(trainer, module, loader(train_x, batch_size=s.batch_size, seed=cfg.seed,
                                            batches_per_epoch=s.eval_every),
                    loader(val_x, batch_size=len(val_x), train=False))

@@ -29,6 +29,7 @@ from genlab.evaluate.selection import choose_lowest, test_seed
 from genlab.io import save_arrays, save_model
 from genlab.models.diffusion import Diffusion
 from genlab.nn.unet import UNet
+from genlab.precision import autocast
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
 
 
@@ -54,7 +55,7 @@ def sample_runs(cfg, module: Diffusion, plan: list[dict], seed: int, n: int) -> 
         key = run_key(p)
         gen = torch.Generator().manual_seed(seed)
         start = time.perf_counter()
-        with runner.autocast(cfg.model.diffusion.precision, module.device.type):   # as in training
+        with autocast(cfg.model.diffusion.precision, module.device.type):   # as in training
             x = (module.sample_ddim(y, p["steps"], p["w"], gen, p["eta"]) if p["sampler"] == "ddim"
                  else module.sample_ddpm(y, p["w"], gen))
         seconds = time.perf_counter() - start

@@ -43,6 +43,7 @@ from genlab.nn.unet import UNet
 from genlab.nn.vector_field import VectorField
 from genlab.evaluate.selection import Split, selectable, test_seed
 from genlab.parallel import run_many
+from genlab.precision import autocast
 from genlab.report.conclusions import add_conclusions, claim_from_difference
 from genlab.report.artifacts import figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics
 from genlab.report.flows import density_figure, log_density_on_grid, trajectory_figure
@@ -263,7 +264,7 @@ def generate(module: FlowMatching, sampler: str, runs: list[dict], seed: int,
         labels = torch.arange(N_CLASSES).repeat_interleave(-(-r["n"] // N_CLASSES))[: r["n"]]
         torch.manual_seed(seed)
         start = time.perf_counter()
-        with ode.NFE(module.net) as calls, runner.autocast(precision, module.device.type):
+        with ode.NFE(module.net) as calls, autocast(precision, module.device.type):
             x = module.sample(labels, (1, 28, 28), sampler, r["steps"], r["w"])[-1]
         seconds = time.perf_counter() - start
         key = r["key"]

@@ -31,6 +31,7 @@ from genlab.models.flow_matching import FlowMatching
 from genlab.models.inpainting import inpaint
 from genlab.models.matchers import IndependentCFM
 from genlab.nn.unet import UNet
+from genlab.precision import autocast
 from genlab.report.artifacts import figures_dir, image_grid, save_figure, write_metrics
 from genlab.report.conclusions import add_conclusions, claim_from_difference
 from genlab.saved.flow_matching import mnist_config
@@ -90,7 +91,7 @@ def run(cfg) -> None:
     completions, runs = {}, {}
     for seed in cfg.seeds:
         x0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(int(seed)))
-        with runner.autocast(m.precision, module.device.type):
+        with autocast(m.precision, module.device.type):
             out = inpaint(lambda z, t: module.velocity(z, t, null), x * 2 - 1, mask, x0, m.nfe)
         completions[seed] = out.add(1).div(2).clamp(0, 1)
         runs[seed] = scorer(completions[seed].squeeze(1), y) | {"correct": correct(cnn, completions[seed], y)}

@@ -12,7 +12,7 @@ from genlab.report.build import (HEADLINE, config_sections, environment, headlin
                                  render_markdown, sections)
 from genlab.report.conclusions import collect
 from genlab.report.publish import publish
-from genlab.runner import git_sha
+from genlab.tracking import git_sha
 
 
 def run(cfg) -> None:

@@ -46,6 +46,7 @@ from genlab.models.vae import VAE
 from genlab.nn.gaussian_mlp import GaussianMLP
 from genlab.nn.vector_field import VectorField
 from genlab.parallel import run_many
+from genlab.precision import DENSITY_PRECISION
 from genlab.report.artifacts import (figures_dir, image_grid, plots_dir, save_figure, write_csv, write_metrics,
                                      write_text)
 from genlab.report.conclusions import add_conclusions, claim_from_difference
@@ -139,7 +140,8 @@ def replicate(cfg, part: str, model: str, seed: int, data: dict[str, torch.Tenso
     clock = TrainClock("val/nll")
     run_config = model_config(cfg, part, model)
     with runner.session(cfg, stage="zoo", run=f"{part}_{model}-seed{seed}", run_config=run_config,
-                        max_steps=s.steps, callbacks=[clock], inference_mode=False) as trainer:
+                        max_steps=s.steps, callbacks=[clock], inference_mode=False,
+                        precision=DENSITY_PRECISION) as trainer:
         runner.fit(trainer, module, loader(data["train"], batch_size=s.batch_size, seed=seed,
                                            batches_per_epoch=s.steps),
                    loader(data["val"], batch_size=len(data["val"]), train=False))
