@@ -229,3 +229,32 @@ def test_scoring_distinct_rows_in_chunks_equals_scoring_every_row():
     with torch.no_grad():
         every = net(seq, last)
     assert torch.allclose(in_chunks(net, seq[first], last[first], size=3)[inverse], every, atol=1e-6)
+
+
+def test_sample_and_greedy_reproduce_the_outputs_of_the_implementation_before_they_shared_their_loop():
+    """``sample`` and ``greedy`` share one length-grouped decoding loop: for a fixed net and seed they return the
+    tokens the two separate loops returned (captured before the refactor), for row chunks of 2 and of 1024."""
+    from genlab.rl.rollout import sample
+
+    torch.set_num_threads(1)
+    torch.manual_seed(3)
+    net = Transformer(TransformerConfig(vocab_size=len(VOCAB), block_size=16, n_layer=1, n_head=2, n_embd=16))
+    with torch.no_grad():                           # a peaked random net, so that answers differ between rows
+        for q in net.parameters():
+            q.add_(torch.randn(q.shape) * 0.5)
+    p, pl = prompts(torch.tensor([123, 4, 56, 789, 1, 23, 456]), torch.tensor([456, 7, 89, 12, 9, 45, 321]),
+                    torch.tensor([3, 1, 2, 3, 1, 2, 3]))             # prompt lengths 8, 4, 6, 8, 4, 6, 8
+    greedy_rows = [[2, 11, 13, 13, 13], [13, 13, 13, 13, 11], [13, 13, 11, 13, 13], [9, 13, 3, 9, 9],
+                   [13, 13, 13, 13, 13], [11, 13, 13, 13, 13], [3, 13, 13, 13, 13]]
+    expected_sample = {
+        2: [[11, 13, 13, 12, 13], [11, 13, 5, 13, 3], [13, 11, 3, 13, 5], [9, 13, 3, 9, 9], [13, 13, 13, 13, 13],
+            [13, 5, 3, 13, 13], [3, 13, 13, 13, 13]],
+        1024: [[11, 13, 13, 13, 13], [11, 13, 5, 13, 3], [13, 11, 3, 13, 5], [9, 11, 9, 9, 9], [13, 13, 13, 13, 13],
+               [13, 5, 3, 13, 13], [2, 13, 13, 2, 13]]}
+    for chunk, rows in expected_sample.items():
+        assert sample(net, p, pl, 5, 1.0, torch.Generator().manual_seed(0), chunk=chunk).tolist() == rows
+        assert greedy(net, p, pl, 5, chunk=chunk).tolist() == greedy_rows
+    assert sample(net, p, pl, 5, 0.7, torch.Generator().manual_seed(1)).tolist() == [
+        [12, 13, 13, 13, 13], [13, 13, 13, 13, 11], [13, 1, 5, 13, 5], [9, 13, 3, 9, 9], [11, 13, 5, 13, 13],
+        [11, 13, 11, 13, 5], [11, 13, 13, 13, 13]]
+    assert net.training                             # the train/eval mode is restored

@@ -52,31 +52,31 @@ def response_logprobs(net: Transformer, seq: torch.Tensor, prompt_len: torch.Ten
 
 
 @torch.no_grad()
+def decode_by_prompt_length(net: Transformer, prompts: torch.Tensor, prompt_len: torch.Tensor, width: int,
+                            chunk: int = 1024, **generate) -> torch.Tensor:
+    """``net.generate(..., **generate)`` responses ``[N, width]`` (PAD after the first EOS), in eval mode. Rows
+    are decoded in groups of equal prompt length (the transformer's KV cache needs one length per batch) and
+    ``chunk`` rows at a time, in the order of ``prompt_len.unique()``, so a shared generator is consumed the
+    same way on every call."""
+    was_training = net.training
+    net.eval()
+    out = torch.full((len(prompts), width), PAD, dtype=torch.long, device=prompts.device)
+    for p in prompt_len.unique().tolist():
+        rows = (prompt_len == p).nonzero().squeeze(1)
+        for part in rows.split(chunk):
+            out[part] = net.generate(prompts[part, :p], width, **generate)[:, p:]
+    net.train(was_training)
+    return out.masked_fill(torch.arange(width, device=out.device)[None, :] >= response_lengths(out)[:, None], PAD)
+
+
 def sample(net: Transformer, prompts: torch.Tensor, prompt_len: torch.Tensor, width: int, temperature: float,
            generator: torch.Generator | None = None, chunk: int = 1024) -> torch.Tensor:
-    """Sample responses ``[N, width]`` (PAD after the first EOS). Rows are decoded in groups of
-    equal prompt length (the transformer's KV cache needs one length per batch)."""
-    was_training = net.training
-    net.eval()
-    out = torch.full((len(prompts), width), PAD, dtype=torch.long, device=prompts.device)
-    for p in prompt_len.unique().tolist():
-        rows = (prompt_len == p).nonzero().squeeze(1)
-        for part in rows.split(chunk):
-            out[part] = net.generate(prompts[part, :p], width, temperature=temperature, generator=generator)[:, p:]
-    net.train(was_training)
-    return out.masked_fill(torch.arange(width, device=out.device)[None, :] >= response_lengths(out)[:, None], PAD)
+    """Responses ``[N, width]`` sampled from softmax(logits / T) (PAD after the first EOS)."""
+    return decode_by_prompt_length(net, prompts, prompt_len, width, chunk, temperature=temperature,
+                                   generator=generator)
 
 
-@torch.no_grad()
 def greedy(net: Transformer, prompts: torch.Tensor, prompt_len: torch.Tensor, width: int,
            chunk: int = 1024) -> torch.Tensor:
-    """Greedy (argmax) responses ``[N, width]`` (PAD after the first EOS), grouped like ``sample``."""
-    was_training = net.training
-    net.eval()
-    out = torch.full((len(prompts), width), PAD, dtype=torch.long, device=prompts.device)
-    for p in prompt_len.unique().tolist():
-        rows = (prompt_len == p).nonzero().squeeze(1)
-        for part in rows.split(chunk):
-            out[part] = net.generate(prompts[part, :p], width, greedy=True)[:, p:]
-    net.train(was_training)
-    return out.masked_fill(torch.arange(width, device=out.device)[None, :] >= response_lengths(out)[:, None], PAD)
+    """Greedy (argmax) responses ``[N, width]`` (PAD after the first EOS)."""
+    return decode_by_prompt_length(net, prompts, prompt_len, width, chunk, greedy=True)
