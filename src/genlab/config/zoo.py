@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from omegaconf import MISSING
 
-from genlab.config.checks import Section, fraction, positive
+from genlab.config.checks import Section, fraction, one_of, positive
 from genlab.errors import ConfigError
 
 
@@ -64,6 +64,7 @@ class ZooConfig(Section):
     beta_min: float = MISSING         # VP SDE β(τ) = β_min + τ(β_max − β_min)
     beta_max: float = MISSING
     diffusion_eps: float = MISSING    # smallest diffusion time: the density reported is p at τ = eps
+    diffusion_weighting: str = MISSING   # uniform (τ ~ U, λ = σ²) | likelihood (λ = β, τ importance-sampled)
     rtol: float = MISSING             # dopri5 tolerances of the likelihood solves and samples
     atol: float = MISSING
     n_test: int = MISSING             # test points scored per run (0: the whole split)
@@ -71,6 +72,7 @@ class ZooConfig(Section):
     def check(self):
         positive(self, "iw_samples", "beta_min", "beta_max", "rtol", "atol")
         fraction(self, "diffusion_eps")
+        one_of(self, "diffusion_weighting", ("uniform", "likelihood"))
         if self.beta_max <= self.beta_min or self.diffusion_eps <= 0 or self.n_test < 0:
             raise ConfigError(f"model.zoo: need beta_max > beta_min, diffusion_eps > 0 and n_test ≥ 0 (got "
                               f"{self.beta_min}, {self.beta_max}, {self.diffusion_eps}, {self.n_test})",

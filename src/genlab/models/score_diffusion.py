@@ -4,9 +4,16 @@ SDE (Song et al. 2021, "Score-Based Generative Modeling through SDEs", eq. 11 an
 τ ∈ [0, 1] (τ = 0 data, τ = 1 noise), dx = −½β(τ)x dτ + √β(τ) dw with linear β(τ) = β_min + τ(β_max − β_min), so
     x_τ | x0 ~ N(α(τ)x0, σ(τ)²I),  α(τ) = exp(−½∫₀^τ β) = exp(−¼τ²(β_max − β_min) − ½τβ_min),  σ(τ)² = 1 − α(τ)².
 
-Training: ε-matching (Ho et al. 2020, eq. 14, in continuous time), τ ~ U(eps, 1), x_τ = α x0 + σ ε,
-loss E ‖ε̂(x_τ, τ) − ε‖²: denoising score matching (Song et al. eq. 7) with weight λ(τ) = σ(τ)², since the
-score of x_τ | x0 is −ε/σ and the network's score estimate is s(x, τ) = −ε̂(x, τ)/σ(τ).
+Training: ε-matching (Ho et al. 2020, eq. 14, in continuous time), x_τ = α x0 + σ ε, loss E ‖ε̂(x_τ, τ) − ε‖²:
+denoising score matching (Song et al. eq. 7) with weight λ(τ) = σ(τ)², since the score of x_τ | x0 is −ε/σ and
+the network's score estimate is s(x, τ) = −ε̂(x, τ)/σ(τ). Two choices of the time distribution:
+* ``uniform``: τ ~ U(eps, 1), the weighting λ = σ² of Ho et al.;
+* ``likelihood``: the likelihood weighting λ(τ) = β(τ) = g(τ)², under which the score-matching loss bounds
+  the KL from the data to the model's SDE (Song, Durkan et al. 2021, "Maximum Likelihood Training of
+  Score-Based Diffusion Models", Thm. 1). Its ε-form weight λ/σ² = β/σ² is taken into the sampling of τ
+  (their §4, importance sampling): τ ~ q(τ) ∝ β(τ)/σ(τ)² on [eps, 1], and the loss stays ‖ε̂ − ε‖². With
+  u(τ) = ∫₀^τ β = −2 log α, β/σ² dτ = du/(1 − e^{−u}) = d log(e^u − 1), so q's CDF is affine in
+  log expm1(u(τ)) and its inverse is closed form (``sample_tau``).
 
 Likelihood: the probability-flow ODE (Song et al. eq. 13), dx/dτ = −½β(τ)[x + ∇log p_τ(x)], has the same
 marginals p_τ as the SDE and is a CNF, so ``genlab.evaluate.ode.log_likelihood`` gives its exact log-density
@@ -44,6 +51,27 @@ class VPSDE:
         """σ(τ) = √(1 − α²) via expm1: in float32, 1 − α² rounds to multiples of 2⁻²⁴ while σ(eps)² ≈ β_min·eps."""
         return torch.sqrt(-torch.expm1(2 * self.log_alpha(tau)))
 
+    def integral(self, tau: torch.Tensor) -> torch.Tensor:
+        """u(τ) = ∫₀^τ β(v) dv = β_min·τ + ½(β_max − β_min)·τ² (= −2 log α(τ))."""
+        return self.beta_min * tau + 0.5 * (self.beta_max - self.beta_min) * tau**2
+
+    def integral_inverse(self, u: torch.Tensor) -> torch.Tensor:
+        """τ with u(τ) = u: the positive root of ½(β_max − β_min)τ² + β_min τ − u = 0, written without cancellation."""
+        a = 0.5 * (self.beta_max - self.beta_min)
+        return 2 * u / (self.beta_min + torch.sqrt(self.beta_min**2 + 4 * a * u))
+
+    def sample_tau(self, n: int, eps: float, weighting: str, dtype=torch.float32, device=None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` diffusion times ``[n]`` on [eps, 1]: uniform, or from q(τ) ∝ β(τ)/σ(τ)² (``likelihood``) by
+        inverting its CDF, F(τ) ∝ log expm1(u(τ)) − log expm1(u(eps))."""
+        if weighting == "uniform":
+            return eps + (1 - eps) * torch.rand(n, dtype=dtype, device=device, generator=generator)
+        r = torch.rand(n, dtype=torch.float64, device=device, generator=generator)
+        lo, hi = (torch.as_tensor(self.integral(torch.tensor(t, dtype=torch.float64))).expm1().log() for t in (eps, 1.0))
+        y = lo + r * (hi - lo)                         # log(e^u − 1), uniform between its values at eps and 1
+        u = torch.nn.functional.softplus(y)            # u = log(1 + e^y)
+        return self.integral_inverse(u).clamp(eps, 1.0).to(dtype)
+
 
 class ProbabilityFlow(nn.Module):
     """The probability-flow ODE as a field ``(x [B, D], s [B]) → dx/ds [B, D]`` in ``genlab.evaluate.ode``'s convention.
@@ -77,15 +105,18 @@ class ScoreDiffusion(pl.LightningModule):
     ``transform`` (a ``LogitDequantize``) maps discrete pixels to the continuous space the diffusion lives in;
     training then sees freshly dequantized z and ``log_prob`` adds the transform's log-Jacobian, as the CNF does.
     ``exact_trace``: the divergence of validation log-likelihoods (exact, or Hutchinson with one probe per solve).
+    ``weighting``: ``uniform`` (τ ~ U) or ``likelihood`` (τ importance-sampled for the likelihood weighting).
     """
 
     def __init__(self, net: nn.Module, lr: float, weight_decay: float = 0.0, beta_min: float = 0.1,
                  beta_max: float = 20.0, eps: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5,
-                 transform: LogitDequantize | None = None, exact_trace: bool = True):
+                 transform: LogitDequantize | None = None, exact_trace: bool = True, weighting: str = "uniform"):
         super().__init__()
+        if weighting not in ("uniform", "likelihood"):
+            raise ValueError(f"weighting must be uniform or likelihood, got {weighting!r}")
         self.net, self.transform, self.sde = net, transform, VPSDE(beta_min, beta_max)
         self.lr, self.weight_decay, self.eps, self.rtol, self.atol = lr, weight_decay, eps, rtol, atol
-        self.exact_trace = exact_trace
+        self.exact_trace, self.weighting = exact_trace, weighting
         self.val_nll = MeanMetric()   # the validation split: selection only, never test
 
     def pf_field(self) -> ProbabilityFlow:
@@ -93,8 +124,9 @@ class ScoreDiffusion(pl.LightningModule):
         return ProbabilityFlow(self.net, self.sde, self.eps)
 
     def loss(self, x0: torch.Tensor) -> torch.Tensor:
-        """E_{τ, ε} ‖ε̂(α x0 + σ ε, τ) − ε‖² (summed over D, averaged over the batch) for x0 ``[B, D]``."""
-        tau = self.eps + (1 - self.eps) * torch.rand(len(x0), dtype=x0.dtype, device=x0.device)
+        """E_{τ, ε} ‖ε̂(α x0 + σ ε, τ) − ε‖² (summed over D, averaged over the batch) for x0 ``[B, D]``, τ drawn
+        as ``weighting`` says."""
+        tau = self.sde.sample_tau(len(x0), self.eps, self.weighting, x0.dtype, x0.device)
         noise = torch.randn_like(x0)
         x_tau = self.sde.alpha(tau)[:, None] * x0 + self.sde.sigma(tau)[:, None] * noise
         return (self.net(x_tau, tau) - noise).pow(2).sum(1).mean()

@@ -75,7 +75,7 @@ def build(cfg, part: str, model: str, dims: int) -> torch.nn.Module:
         return FlowMatching(field, IndependentCFM(0.0), s.lr, rtol=z.rtol, atol=z.atol, transform=transform,
                             exact_trace=exact)
     return ScoreDiffusion(field, s.lr, beta_min=z.beta_min, beta_max=z.beta_max, eps=z.diffusion_eps, rtol=z.rtol,
-                          atol=z.atol, transform=transform, exact_trace=exact)
+                          atol=z.atol, transform=transform, exact_trace=exact, weighting=z.diffusion_weighting)
 
 
 def model_config(cfg, part: str, model: str) -> dict:
