@@ -133,7 +133,14 @@ def test_rlhf_stages_smoke(make_cfg, prepared, tmp_path, one_thread):
     for name in ("objective/kl", "objective/entropy", "objective/scores", "objective/rlhf_reward",
                  "policy/approxkl", "policy/clipfrac", "loss/policy", "loss/value", "val/ratio"):
         assert name in ppo_log
+    size = over["rm_size"]                                  # smoke: 1 and 2 fresh layers on 30 pairs
+    assert size["models"] == ["30 pairs, 1 layer", "30 pairs"] and size["extra_layers"] == [1, 2]
+    assert size["trained_parameters"][0] < size["trained_parameters"][1] < size["parameters"][1]
+    assert size["larger_minus_smaller_gold_at_n_max"]["n"] == len(cfg.seeds)
+    assert over["sizes"]["30 pairs, 1 layer"]["best_of_n"]["falls_while_proxy_rises"]["n"] == len(cfg.seeds)
+    assert {"best_of_n_rm30_l2_vs_l1_gold_at_n8", "best_of_n_rm30_l1_gold_falls_while_proxy_rises"} <= ids
     assert (reports / "figures" / "rlhf" / "gold_vs_proxy.png").exists()
+    assert (reports / "figures" / "rlhf" / "gold_vs_proxy_rm_size.png").exists()
     samples = (reports / "figures" / "rlhf" / "samples.txt").read_text()
     assert all(name in samples for name in ("sft", "ppo", "rloo", "grpo", "dpo", "ipo", "hinge"))
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").rglob("*.ckpt"))

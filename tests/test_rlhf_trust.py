@@ -258,3 +258,80 @@ def test_sample_and_greedy_reproduce_the_outputs_of_the_implementation_before_th
         [12, 13, 13, 13, 13], [13, 13, 13, 13, 11], [13, 1, 5, 13, 5], [9, 13, 3, 9, 9], [11, 13, 5, 13, 13],
         [11, 13, 11, 13, 5], [11, 13, 13, 13, 13]]
     assert net.training                             # the train/eval mode is restored
+
+
+class TableLogger:
+    """A stub of wandb's logger: records ``log_text`` calls (and takes the metrics Lightning sends)."""
+
+    def __new__(cls):
+        from lightning.pytorch.loggers.logger import Logger
+
+        class Stub(Logger):
+            name, version = "stub", 0
+
+            def __init__(self):
+                super().__init__()
+                self.tables = []
+
+            def log_metrics(self, metrics, step=None):
+                pass
+
+            def log_hyperparams(self, params, *args, **kwargs):
+                pass
+
+            def log_text(self, key, columns, data, step=None):
+                self.tables.append({"key": key, "columns": columns, "data": data, "step": step})
+        return Stub()
+
+
+def fit_dpo(tmp_path, logger, calls: list, steps: int = 5, sample_every: int = 2):
+    """DPO on 4 random pairs of a tiny net for ``steps`` steps, with a sampler over 3 fixed prompts that
+    records each call in ``calls``."""
+    import lightning.pytorch as pl
+    from genlab.models.dpo import DirectPreference
+    from genlab.rl.sample_table import sample_rows
+    from genlab.stages.dpo import pair_batch
+
+    torch.set_num_threads(1)
+    a, b, d = torch.tensor([12, 3, 45, 67]), torch.tensor([34, 56, 78, 9]), torch.tensor([2, 1, 2, 2])
+    p, pl_ = prompts(a, b, d)
+    g = torch.Generator().manual_seed(0)
+    pairs = {"prompts": p, "prompt_len": pl_, "chosen": torch.randint(0, 12, (4, 4), generator=g),
+             "rejected": torch.randint(0, 12, (4, 4), generator=g)}
+    rows = sample_rows({"a": a, "b": b, "digits": d, "prompts": p, "prompt_len": pl_}, 4, 1.0, 0.2, seed=0, n=3)
+
+    def sampler(net):
+        calls.append(1)
+        return rows(net)
+    module = DirectPreference(tiny_net(0), "dpo", 0.1, 1e-3, 1.0, sampler=sampler, sample_every=sample_every)
+    batch = pair_batch(pairs, tiny_net(0), 1.0)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batch), batch_size=4,
+                                       sampler=torch.utils.data.RandomSampler(batch[0], num_samples=4 * steps))
+    pl.Trainer(max_epochs=1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path).fit(module, data)
+    return module
+
+
+def test_dpo_logs_a_sample_table_every_k_steps_and_at_the_end(tmp_path):
+    """With a logger that takes tables, DPO logs samples/<loss> at steps 0, k, 2k … and after the last step,
+    each with the columns step, prompt, response, gold and one row per fixed prompt."""
+    logger, calls = TableLogger(), []
+    fit_dpo(tmp_path, logger, calls, steps=5, sample_every=2)
+    assert [t["key"] for t in logger.tables] == ["samples/dpo"] * 4
+    assert [t["step"] for t in logger.tables] == [0, 2, 4, 5]                  # wandb step = global step
+    for t, step in zip(logger.tables, [0, 2, 4, 5]):
+        assert t["columns"] == ["step", "prompt", "response", "gold"]
+        assert [r[0] for r in t["data"]] == [step] * 3
+        assert [r[1] for r in t["data"]] == ["12+34=", "3+56=", "45+78="]
+        assert all(isinstance(r[2], str) and 0.0 <= r[3] <= 1.0 for r in t["data"])
+    assert len(calls) == 4
+
+
+def test_dpo_sample_table_is_a_no_op_without_a_table_logger(tmp_path):
+    """No logger, or one without tables (CSV): the sampler is never called, so it costs nothing."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in (False, CSVLogger(tmp_path / "csv")):
+        calls = []
+        fit_dpo(tmp_path, logger, calls)
+        assert calls == []

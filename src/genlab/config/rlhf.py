@@ -149,17 +149,21 @@ class DpoConfig(Section):
     steps: int = MISSING
     batch_size: int = MISSING
     lr: float = MISSING
+    sample_every: int = MISSING       # steps between wandb tables of the policy's answers to fixed prompts
 
     def check(self):
         one_of(self, "losses", ("dpo", "ipo", "hinge"))
-        positive(self, "beta", "steps", "batch_size", "lr")
+        positive(self, "beta", "steps", "batch_size", "lr", "sample_every")
 
 
 @dataclass
 class OveroptimizationConfig(Section):
-    """Gold vs proxy reward against √KL: best-of-n and PPO, for reward models of several data sizes."""
+    """Gold vs proxy reward against √KL: best-of-n and PPO, for reward models of several data sizes and of
+    several parameter sizes at fixed data."""
     path: ClassVar[str] = "model.rlhf.overoptimization"
     rm_pairs: list[int] = MISSING     # RM training-set sizes
+    rm_layers: list[int] = MISSING    # RM parameter sizes: fresh blocks on the frozen SFT layers (+ the main RM's)
+    rm_layers_pairs: int = MISSING    # … all trained on this many pairs
     rm_steps: int = MISSING
     n_max: int = MISSING              # best-of-n for n = 1, 2, 4, … ≤ n_max (unbiased estimator)
     prompts: int = MISSING            # prompts for best-of-n and the PPO curve
@@ -177,6 +181,10 @@ class OveroptimizationConfig(Section):
         if not self.rm_pairs or min(self.rm_pairs) < 2 or self.kl_coef < 0:
             raise ConfigError(f"{self.path}: rm_pairs must be ≥ 2 each and kl_coef ≥ 0 (got {self.rm_pairs})",
                               "e.g. rm_pairs=[100,400,4000]")
+        if not self.rm_layers or min(self.rm_layers) < 0 or self.rm_layers_pairs < 2:
+            raise ConfigError(f"{self.path}: rm_layers must be a non-empty list of layer counts ≥ 0 and "
+                              f"rm_layers_pairs ≥ 2 (got {list(self.rm_layers)}, {self.rm_layers_pairs})",
+                              "e.g. rm_layers=[1,4] rm_layers_pairs=1000")
 
 
 @dataclass

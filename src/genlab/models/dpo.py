@@ -3,6 +3,8 @@ on pairs, against the frozen SFT reference.
 
 Batch: chosen / rejected sequences ``[B, L]``, prompt lengths ``[B]``, response masks ``[B, R]``,
 and the reference's summed response log-probs ``[B]`` for each (precomputed once).
+With a ``sampler``, a wandb table of the policy's answers to fixed prompts is logged every ``sample_every``
+steps and after the last (``rl.sample_table``, shared with PPO).
 h = (log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r)); β·(log π − log π_ref) is the implicit reward.
 With ``length_norm`` each response's log-ratio is divided by its token count (per-token means), as TRL's
 IPO does (Azar et al. 2023 define IPO on sequences; the mean keeps 1/(2τ) on one scale for all lengths).
@@ -15,6 +17,7 @@ import torch
 from genlab.nn.transformer import Transformer
 from genlab.rl.preference import preference_loss
 from genlab.rl.rollout import response_logprobs
+from genlab.rl.sample_table import Sampler, log_sample_table
 
 
 def sequence_logprob(net: Transformer, seq: torch.Tensor, prompt_len: torch.Tensor, mask: torch.Tensor,
@@ -25,10 +28,10 @@ def sequence_logprob(net: Transformer, seq: torch.Tensor, prompt_len: torch.Tens
 
 class DirectPreference(pl.LightningModule):
     def __init__(self, policy: Transformer, kind: str, beta: float, lr: float, temperature: float,
-                 length_norm: bool = False):
+                 length_norm: bool = False, sampler: Sampler | None = None, sample_every: int = 100):
         super().__init__()
         self.policy, self.kind, self.beta, self.lr, self.temperature = policy, kind, beta, lr, temperature
-        self.length_norm = length_norm
+        self.length_norm, self.sampler, self.sample_every = length_norm, sampler, sample_every
         self.history: list[dict] = []
 
     def log_ratio_gap(self, batch) -> torch.Tensor:
@@ -40,6 +43,8 @@ class DirectPreference(pl.LightningModule):
         return (logp_c - ref_c) - (logp_r - ref_r)
 
     def training_step(self, batch, batch_idx):
+        if batch_idx % self.sample_every == 0:                 # the policy before this step's update
+            log_sample_table(self, f"samples/{self.kind}", batch_idx, self.policy, self.sampler)
         h = self.log_ratio_gap(batch)
         loss = preference_loss(self.kind, h, self.beta)
         stats = {"train/loss": loss, "rewards/accuracy": (h > 0).float().mean(), "rewards/margin": self.beta * h.mean()}
@@ -47,6 +52,9 @@ class DirectPreference(pl.LightningModule):
         if batch_idx % 25 == 0:
             self.history.append({"step": self.global_step, **{k: float(v.detach()) for k, v in stats.items()}})
         return loss
+
+    def on_train_end(self):
+        log_sample_table(self, f"samples/{self.kind}", self.global_step, self.policy, self.sampler)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.policy.parameters(), lr=self.lr, weight_decay=0.0)

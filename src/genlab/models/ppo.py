@@ -30,12 +30,13 @@ from genlab.rl.advantages import gae, group_advantages, masked_mean, masked_whit
 from genlab.rl.kl import KLController, kl_estimate
 from genlab.rl.ppo_loss import policy_loss, value_loss
 from genlab.rl.rollout import at_response, join, last_index, response_lengths, response_logprobs, response_mask, sample
+from genlab.rl.sample_table import Sampler, log_sample_table
 
 
 class PPO(pl.LightningModule):
     def __init__(self, policy: Transformer, ref: Transformer, reward_model: RewardModel, c, width: int,
                  temperature: float, evaluator: Callable[[Transformer], dict] | None = None, algorithm: str = "ppo",
-                 sampler: Callable[[Transformer], list[list]] | None = None, eval_steps: Sequence[int] | None = None):
+                 sampler: Sampler | None = None, eval_steps: Sequence[int] | None = None):
         """``c``: the ``model.rlhf.ppo`` section; ``evaluator(policy)`` → metrics, run every ``c.eval_every`` steps
         (at the iterations in ``eval_steps`` if given) and after the last one; ``sampler(policy)`` → rows (prompt,
         response, gold) logged as a wandb table at the same steps."""
@@ -139,12 +140,7 @@ class PPO(pl.LightningModule):
 
     def log_samples(self, step: int) -> None:
         """A wandb table of the policy's answers to fixed prompts at this step (samples *during* training)."""
-        if self.sampler is None:
-            return
-        for logger in self.loggers:
-            if hasattr(logger, "log_text"):                            # WandbLogger
-                logger.log_text(f"samples/{self.algorithm}", columns=["step", "prompt", "response", "gold"],
-                                data=[[step, *row] for row in self.sampler(self.policy)], step=self.global_step)
+        log_sample_table(self, f"samples/{self.algorithm}", step, self.policy, self.sampler)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["ppo"] = {"beta": self.kl_ctl.beta, "curve": self.curve}   # history: runner.ResumeCursor

@@ -6,23 +6,10 @@ import torch
 from omegaconf import OmegaConf
 
 from genlab import runner
-from genlab.data.arithmetic import PAD, decode, render
 from genlab.data.loader import loader
 from genlab.evaluate.policy import summary
 from genlab.models.ppo import PPO
 from genlab.recipes import rlhf
-
-
-def sample_rows(cfg, probs: dict, n: int = 8):
-    """``sampler(policy)`` for ``PPO.log_samples``: (prompt, response, gold) of the first ``n`` eval prompts."""
-    few = {k: v[:n] for k, v in probs.items()}
-
-    def sampler(net) -> list[list]:
-        r = rlhf.evaluate_policy(cfg, net, net, None, few)
-        return [[render(int(few["a"][i]), int(few["b"][i]), int(few["digits"][i]), True)[0],
-                 decode(y[y != PAD].tolist()).replace("\n", "⏎"), float(g)]
-                for i, (y, g) in enumerate(zip(r["responses"].cpu(), r["gold"].cpu()))]
-    return sampler
 
 
 def train_ppo(cfg, reward_model, run: str, probs: dict, algorithm: str = "ppo", evaluator=None,
@@ -43,7 +30,7 @@ def train_ppo(cfg, reward_model, run: str, probs: dict, algorithm: str = "ppo", 
         return summary(rlhf.evaluate_policy(cfg, net, ref, reward_model, probs))
 
     module = PPO(policy, ref, reward_model, c, rlhf.width(cfg), cfg.model.rlhf.task.temperature, evaluator or evaluate,
-                 algorithm, sample_rows(cfg, probs), eval_steps)
+                 algorithm, rlhf.sampler(cfg, probs), eval_steps)
     train = rlhf.problems(cfg, "train")
     data = loader(train["prompts"], train["prompt_len"], batch_size=c.rollouts // module.group, seed=cfg.seed,
                   batches_per_epoch=c.steps)

@@ -29,10 +29,8 @@ def fit_reward_model(cfg, train: dict, steps: int, run: str, sft_state: dict,
     runner.seed_all(cfg)
     rlhf.setup(cfg)
     model = rlhf.new_reward_model(cfg, sft_state)
-    if r.freeze_sft:                       # only the fresh blocks, final LN and head learn
-        fresh = tuple(f"backbone.blocks.{i}." for i in range(cfg.model.rlhf.net.n_layer, len(model.backbone.blocks)))
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith((*fresh, "backbone.ln_f.", "head.")))
+    for name, p in model.named_parameters():
+        p.requires_grad_(learns(cfg, model, name))
     margin = r.margin * train["margin"].float()      # the labeller's stated strength, never the gold reward
     data = loader(*model_inputs(train), margin, batch_size=r.batch_size, seed=cfg.seed, batches_per_epoch=steps)
     module = RewardModelling(model, r.lr, r.center)
@@ -44,6 +42,20 @@ def fit_reward_model(cfg, train: dict, steps: int, run: str, sft_state: dict,
     model.shift.fill_(raw.mean())
     model.scale.fill_(raw.std())
     return module, clock.seconds
+
+
+def learns(cfg, model: RewardModel, name: str) -> bool:
+    """Whether parameter ``name`` of ``model`` is trained: with ``freeze_sft`` only the fresh blocks on top of
+    the SFT layers, the final LN and the head; otherwise all."""
+    fresh = tuple(f"backbone.blocks.{i}." for i in range(cfg.model.rlhf.net.n_layer, len(model.backbone.blocks)))
+    return not cfg.model.rlhf.reward_model.freeze_sft or name.startswith((*fresh, "backbone.ln_f.", "head."))
+
+
+def parameter_counts(cfg, model: RewardModel) -> dict[str, int]:
+    """The reward model's size: all its parameters, and those its training updates (``learns``)."""
+    named = list(model.named_parameters())
+    return {"parameters": sum(p.numel() for _, p in named),
+            "trained_parameters": sum(p.numel() for name, p in named if learns(cfg, model, name))}
 
 
 def norm_samples(cfg, sft) -> dict[str, torch.Tensor]:

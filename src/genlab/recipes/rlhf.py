@@ -16,6 +16,7 @@ from genlab.evaluate.policy import evaluate, summary
 from genlab.io import load_model, save_model
 from genlab.nn.heads import RewardModel
 from genlab.nn.transformer import Transformer, TransformerConfig
+from genlab.rl.sample_table import Sampler, sample_rows
 
 
 def setup(cfg) -> None:
@@ -104,6 +105,13 @@ def evaluate_policy(cfg, policy, ref, reward_model, probs: dict, temperature: fl
                     temperature)
 
 
+def sampler(cfg, probs: dict, n: int = 8) -> Sampler:
+    """The wandb sample table's rows during training (PPO, DPO): the first ``n`` of ``probs`` answered at the
+    task's temperature under ``cfg.seed``, with their gold reward."""
+    t = cfg.model.rlhf.task
+    return sample_rows(probs, width(cfg), t.temperature, t.format_weight, cfg.seed, n)
+
+
 def policy_row(cfg, result: dict, probs: dict, baseline: dict | None = None) -> dict:
     """``summary`` of one evaluation plus the task's two prompt groups: gold on the prompts with a units
     carry (where the demonstrators' habit makes SFT's mode wrong) and on the rest."""
@@ -127,6 +135,15 @@ def with_seed(cfg, seed: int):
     OmegaConf.set_struct(out, False)
     out.artifact_seed = artifact_seed(cfg)
     out.seed = int(seed)
+    return out
+
+
+def with_reward_model(cfg, **changes):
+    """A copy of ``cfg`` with ``model.rlhf.reward_model`` keys changed (a reward model of another size). Its
+    run hash follows the change; the SFT model and pairs it reads are the unchanged ones."""
+    out = cfg.copy()
+    OmegaConf.set_struct(out, False)
+    out.model.rlhf.reward_model = OmegaConf.merge(out.model.rlhf.reward_model, changes)
     return out
 
 

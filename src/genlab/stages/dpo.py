@@ -45,7 +45,8 @@ def train_one(cfg, kind: str, batch: tuple) -> tuple[DirectPreference, float]:
     rlhf.setup(cfg)
     policy = rlhf.load_policy(cfg, "sft", "sft").requires_grad_(True).train()
     module = DirectPreference(policy, kind, d.beta, d.lr, cfg.model.rlhf.task.temperature,
-                              length_norm=kind == "ipo" and d.ipo_length_norm)
+                              length_norm=kind == "ipo" and d.ipo_length_norm,
+                              sampler=rlhf.sampler(cfg, rlhf.eval_problems(cfg)), sample_every=d.sample_every)
     data = loader(*batch, batch_size=d.batch_size, seed=cfg.seed, batches_per_epoch=d.steps)
     with runner.session(cfg, stage="dpo", run=kind if cfg.seed == 0 else f"{kind}-seed{cfg.seed}",
                         run_config=[rlhf.sections(cfg, "sft", "reward_model", "dpo"), kind], max_epochs=1) as trainer:

@@ -1,8 +1,10 @@
 """Stage `overoptimization`: gold vs proxy reward against d = √KL for best-of-n and PPO (Gao et al. 2023),
 decided by intervals; and ``reports/metrics/rlhf.json``, every method against the KL-matched baselines.
 
-* Reward models: one per size in ``rm_pairs`` (a prefix of the training pairs, ``rm_steps`` steps) plus the
-  main reward model of `reward_model`.
+* Reward models, each trained for ``rm_steps`` steps on a prefix of the training pairs: one per data size in
+  ``rm_pairs`` (the main model's ``extra_layers``), one per parameter size in ``rm_layers`` (that many fresh
+  blocks on top of the frozen SFT layers, on ``rm_layers_pairs`` pairs: the same data), plus the main reward
+  model of `reward_model`. Their trainings and best-of-n curves share one worker pool with the PPO seeds.
 * Best-of-n, n = 1, 2, 4 … ``n_max``, under each seed of ``seeds``: N = n_max SFT samples per prompt,
   gold/proxy by the unbiased estimator, KL exact from the SFT log-probs of the distinct samples (the
   bound log n − (n−1)/n beside it).
@@ -10,11 +12,15 @@ decided by intervals; and ``reports/metrics/rlhf.json``, every method against th
   evaluated at the iterations ``ppo_eval_steps`` and at the end (≥ 8 points along d: KL grows fastest in
   the first iterations, so the schedule is dense there).
 * "Gold falls while proxy rises": the peak is chosen on half of the prompts, the paired test runs on the
-  other half over seeds (``evaluate.overoptimization.falls_while_proxy_rises``). Gao fits with bootstrap
-  intervals over prompts.
+  other half over seeds (``evaluate.overoptimization.falls_while_proxy_rises``), per reward model. Gao fits
+  with bootstrap intervals over prompts.
+* Reward-model size at fixed data: best-of-``n_max`` gold of the largest minus the smallest ``rm_layers``
+  model, paired by seed (``genlab.evaluate.stats.paired_difference``). A seed re-draws the SFT samples; each
+  reward model is trained once, so the interval holds the sampling noise, not the training noise.
 Writes ``reports/metrics/overoptimization.json`` (+ claims), ``reports/metrics/rlhf.json`` (the table:
 base model, SFT temperature curve, best-of-n, PPO/RLOO/GRPO, DPO/IPO/hinge with gold, KL and the
-KL-matched gaps, mean ± 95% CI over seeds), gold-vs-proxy plots and samples (``reports/figures/rlhf``).
+KL-matched gaps, mean ± 95% CI over seeds), gold-vs-proxy plots per data size and per parameter size, and
+samples (``reports/figures/rlhf``).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import torch
 
 from genlab.data.arithmetic import PAD, decode, render
 from genlab.evaluate import overoptimization as oo
+from genlab.evaluate import stats
 from genlab.evaluate.gold_reward import gold_reward
 from genlab.evaluate.policy import kl_matched_gap, seed_summary
 from genlab.io import read_json
@@ -33,7 +40,7 @@ from genlab.parallel import run_many
 from genlab.recipes import rlhf
 from genlab.recipes.ppo import train_ppo
 from genlab.recipes.preferences import load_pairs, subset
-from genlab.recipes.reward_model import fit_reward_model, norm_samples, pair_metrics
+from genlab.recipes.reward_model import fit_reward_model, norm_samples, pair_metrics, parameter_counts
 from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_csv, write_metrics, write_text
 from genlab.report.conclusions import add_conclusions, claim_from_difference
 from genlab.rl.rollout import join, last_index, response_logprobs, response_mask, sample
@@ -108,6 +115,73 @@ def ppo_curve_job(cfg, seed: int, size: int, rm_state: dict) -> dict:
     return {k: np.stack([p[k] for p in points], 1) for k in ("gold", "proxy", "kl")}
 
 
+def rm_series(cfg, n_train: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(pairs, extra_layers) of the stage's reward models besides the main one, in two series: the data sizes
+    ``rm_pairs`` at the main model's ``extra_layers`` (smallest first: PPO's), and the parameter sizes
+    ``rm_layers`` plus the main model's ``extra_layers`` (fewest first) at ``rm_layers_pairs``; pair counts
+    capped at ``n_train``. A model in both series is trained once."""
+    o, default = cfg.model.rlhf.overoptimization, cfg.model.rlhf.reward_model.extra_layers
+    data = [(p, default) for p in sorted({min(p, n_train) for p in o.rm_pairs})]
+    size = [(min(o.rm_layers_pairs, n_train), layers) for layers in sorted({*o.rm_layers, default})]
+    return data, size
+
+
+def rm_tag(cfg, pairs: int | None, layers: int) -> str:
+    """``main``, ``<pairs>`` or ``<pairs>_l<layers>`` (file names, run names and claim ids)."""
+    if pairs is None:
+        return "main"
+    return str(pairs) if layers == cfg.model.rlhf.reward_model.extra_layers else f"{pairs}_l{layers}"
+
+
+def rm_name(cfg, pairs: int | None, layers: int) -> str:
+    if pairs is None:
+        return "main"
+    default = cfg.model.rlhf.reward_model.extra_layers
+    return f"{pairs} pairs" if layers == default else f"{pairs} pairs, {layers} layer{'s' * (layers != 1)}"
+
+
+def train_rm(cfg, pairs: int, layers: int, norm: dict):
+    """The reward model with ``layers`` fresh blocks trained on the first ``pairs`` training pairs for
+    ``rm_steps`` steps (normalised on ``norm``), and its training seconds."""
+    data = load_pairs(cfg)
+    train = subset(data, data["split"] == 0)
+    sft_state = rlhf.load_policy(cfg, "sft", "sft").state_dict()
+    module, seconds = fit_reward_model(rlhf.with_reward_model(cfg, extra_layers=layers),
+                                       subset(train, torch.arange(len(train["split"])) < pairs),
+                                       cfg.model.rlhf.overoptimization.rm_steps, f"overopt_rm{rm_tag(cfg, pairs, layers)}",
+                                       sft_state, norm)
+    return module.model, seconds
+
+
+def rm_job(cfg, pairs: int | None, layers: int, norm: dict, samples: list[dict], state: dict | None = None) -> dict:
+    """One reward model (a ``run_many`` job): trained by ``train_rm`` (or loaded: ``state``, or the main model
+    when ``pairs`` is None), then scored on the held-out pairs and along best-of-n on each seed's
+    ``bon_samples``. Returns the per-seed curves (``bon_curve``) and the model's metrics and size."""
+    rlhf.setup(cfg)
+    seconds = None
+    if pairs is None:
+        rm = rlhf.load_reward_model(cfg)
+    elif state is not None:
+        rm = rlhf.new_reward_model(rlhf.with_reward_model(cfg, extra_layers=layers))
+        rm.load_state_dict(state)
+        rm.eval().requires_grad_(False)
+    else:
+        rm, seconds = train_rm(cfg, pairs, layers, norm)
+    data = load_pairs(cfg)
+    n_prompts = len(samples[0]["gold"]) // cfg.model.rlhf.overoptimization.n_max
+    main = pairs is None
+    metrics = {"pairs": int((data["split"] == 0).sum()) if main else pairs, "extra_layers": layers,
+               "steps": cfg.model.rlhf.reward_model.steps if main else cfg.model.rlhf.overoptimization.rm_steps,
+               **parameter_counts(rlhf.with_reward_model(cfg, extra_layers=layers), rm),
+               **pair_metrics(cfg, rm, subset(data, data["split"] == 1)), "train_seconds": seconds}
+    return {"reward_model": metrics, "per_seed": [bon_curve(cfg, rm, s, n_prompts) for s in samples]}
+
+
+def pooled_job(kind: str, **job) -> dict:
+    """The stage's ``run_many`` jobs, one pool for both kinds: PPO curves and reward models."""
+    return {"ppo": ppo_curve_job, "rm": rm_job}[kind](**job)
+
+
 def curve_rows(c: dict, xs: list) -> list[dict]:
     """Seed-mean rows (x, kl, d, gold, proxy) of per-seed per-prompt curves ``[S][P, K]``."""
     kl = np.mean([k.mean(0) for k in c["kl"]], 0)
@@ -122,22 +196,29 @@ def overopt_test(c: dict) -> dict:
     return oo.falls_while_proxy_rises(sel(c["gold"], 0), sel(c["gold"], 1), sel(c["proxy"], 1))
 
 
-def figure(bon: dict, ppo: dict, bound: list) -> plt.Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, (title, curves, kind) in zip(axes, (("best-of-n", bon, "bon"), ("PPO (weak KL penalty)", ppo, "rl"))):
-        proxy_ax = ax.twinx()
-        for i, (name, res) in enumerate(curves.items()):
-            d = np.array([r["d"] for r in res["curve"]])
-            gold = np.array([r["gold_reward"] for r in res["curve"]])
-            ax.plot(d, gold, "o", color=f"C{i}", label=f"gold, RM {name}")
-            grid = np.linspace(1e-3, max(d.max(), 1e-2), 100)
-            ax.plot(grid, gold[0] + oo.form(grid, res["fit"], kind), "-", color=f"C{i}", lw=1)
-            proxy_ax.plot(d, [r["proxy_reward"] for r in res["curve"]], "x--", color=f"C{i}", alpha=0.6)
-            if kind == "bon" and i == 0:
-                ax.plot(np.sqrt(bound), gold, "s", mfc="none", color="C7", label="same gold at the bound √(log n − (n−1)/n)")
-        proxy_ax.set_ylabel("proxy (RM) reward  ×--")
-        ax.set(xlabel="d = √KL(π‖π_SFT)", ylabel="gold reward  o (— Gao et al. fit)", title=title)
-        ax.legend(fontsize=6, loc="lower left")
+def panel(ax, title: str, curves: dict, kind: str, bound: list | None = None) -> None:
+    """Gold (o, with its Gao et al. fit) and proxy (×, right axis) against d for each curve of ``curves``
+    (name → {"curve": rows, "fit": params}); ``bound``: best-of-n's KL bound, the first curve's gold at it."""
+    proxy_ax = ax.twinx()
+    for i, (name, res) in enumerate(curves.items()):
+        d = np.array([r["d"] for r in res["curve"]])
+        gold = np.array([r["gold_reward"] for r in res["curve"]])
+        ax.plot(d, gold, "o", color=f"C{i}", label=f"gold, RM {name}")
+        grid = np.linspace(1e-3, max(d.max(), 1e-2), 100)
+        ax.plot(grid, gold[0] + oo.form(grid, res["fit"], kind), "-", color=f"C{i}", lw=1)
+        proxy_ax.plot(d, [r["proxy_reward"] for r in res["curve"]], "x--", color=f"C{i}", alpha=0.6)
+        if bound is not None and i == 0:
+            ax.plot(np.sqrt(bound), gold, "s", mfc="none", color="C7", label="same gold at the bound √(log n − (n−1)/n)")
+    proxy_ax.set_ylabel("proxy (RM) reward  ×--")
+    ax.set(xlabel="d = √KL(π‖π_SFT)", ylabel="gold reward  o (— Gao et al. fit)", title=title)
+    ax.legend(fontsize=6, loc="lower left")
+
+
+def figure(panels: list[tuple]) -> plt.Figure:
+    """One ``panel`` per (title, curves, kind[, bound]) side by side."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, args in zip(axes[0], panels):
+        panel(ax, *args)
     fig.tight_layout()
     return fig
 
@@ -196,43 +277,91 @@ def pick(result: dict) -> dict:
     return {"estimate": result["estimate"], "ci95": result["ci"], "p_value": result.get("p_value"), "n": result["n"]}
 
 
+def best_of_n_result(cfg, per_seed: list[dict], rm_metrics: dict) -> tuple[dict, dict]:
+    """One reward model's best-of-n metrics (curve rows, Gao fit with bootstrap CIs, the paired test) from its
+    per-seed ``bon_curve``s, and the per-seed curves ``{gold, proxy, kl: [S][P, K]}``."""
+    o = cfg.model.rlhf.overoptimization
+    c = {k: [p[k] for p in per_seed] for k in ("gold", "proxy", "kl")}
+    rows = curve_rows(c, [int(n) for n in per_seed[0]["n"]])
+    for r, bound in zip(rows, per_seed[0]["kl_bound"]):
+        r["kl_bound"], r["d_bound"] = float(bound), float(np.sqrt(bound))
+    res = {"reward_model": rm_metrics, "curve": rows,
+           "fit": oo.bootstrap_fit(np.concatenate(c["kl"]), np.concatenate(c["gold"]), "bon", o.n_boot, cfg.seed),
+           "falls_while_proxy_rises": overopt_test(c)}
+    return res, c
+
+
+def falls_claim(method: str, res: dict, rm_name: str, tag: str):
+    test = res["falls_while_proxy_rises"]
+    label = {"best_of_n": "best-of-n", "ppo": "PPO"}[method]
+    return claim_from_difference(
+        f"{method}_rm{tag}_gold_falls_while_proxy_rises", "overoptimization",
+        f"Along {label} (reward model: {rm_name}), the gold reward peaks and then falls while the proxy rises.",
+        test, statistic="min(gold drop after the peak, proxy rise after the peak), peak chosen on other prompts",
+        baseline=f"gold drop {test['gold_drop']:+.4f}, proxy rise {test['proxy_rise']:+.3f}")
+
+
+def size_comparison(cfg, results: dict, curves: dict, names: list[str]) -> tuple[dict, object]:
+    """Reward-model size at fixed data: per model (fewest to most fresh layers) its parameter counts, Gao fit
+    and best-of-``n_max`` gold; and the largest minus the smallest model's best-of-``n_max`` gold, paired by
+    seed, as a claim."""
+    o = cfg.model.rlhf.overoptimization
+    at_max = {n: [float(g[:, -1].mean()) for g in curves[n]["gold"]] for n in names}       # [S] per model
+    rms = [results[n]["best_of_n"]["reward_model"] for n in names]
+    small, large = names[0], names[-1]
+    diff = stats.paired_difference(at_max[large], at_max[small])
+    out = {"pairs": rms[0]["pairs"], "models": names, "extra_layers": [r["extra_layers"] for r in rms],
+           "parameters": [r["parameters"] for r in rms], "trained_parameters": [r["trained_parameters"] for r in rms],
+           "pair_accuracy": [r.get("pair_accuracy") for r in rms],
+           "fit": {n: {k: results[n]["best_of_n"]["fit"][k] for k in ("alpha", "alpha_ci95", "beta", "beta_ci95",
+                                                                       "d_peak", "d_peak_ci95")} for n in names},
+           "gold_at_n_max": {n: stats.summarize(at_max[n])["estimate"] for n in names},
+           "larger_minus_smaller_gold_at_n_max": diff}
+    claim = claim_from_difference(
+        f"best_of_n_rm{out['pairs']}_l{out['extra_layers'][-1]}_vs_l{out['extra_layers'][0]}_gold_at_n{o.n_max}",
+        "overoptimization",
+        f"At fixed data ({out['pairs']} pairs), a larger reward model ({out['extra_layers'][-1]} fresh layers, "
+        f"{out['trained_parameters'][-1]:,} trained parameters) gives best-of-{o.n_max} a higher gold reward than a "
+        f"smaller one ({out['extra_layers'][0]} layers, {out['trained_parameters'][0]:,}).",
+        diff, statistic=f"gold(best-of-{o.n_max}, larger RM) − gold(smaller RM), paired by seed (the seed re-draws "
+                        "the SFT samples; each RM is trained once)",
+        baseline=f"smaller RM gold {diff['mean_b']:.3f}")
+    return out, claim
+
+
 def run(cfg) -> None:
     o = cfg.model.rlhf.overoptimization
     seeds = list(cfg.seeds)
     rlhf.setup(cfg)
     sft = rlhf.load_policy(cfg, "sft", "sft")
     pairs = load_pairs(cfg)
-    train, val = subset(pairs, pairs["split"] == 0), subset(pairs, pairs["split"] == 1)
     norm = norm_samples(cfg, sft)
-    sizes = sorted({min(s, len(train["split"])) for s in o.rm_pairs})
-    rms = {}
-    for size in sizes:
-        rm = fit_reward_model(cfg, subset(train, torch.arange(len(train["split"])) < size), o.rm_steps,
-                              f"overopt_rm{size}", sft.state_dict(), norm)[0].model
-        rms[f"{size} pairs"] = rm
-    rms["main"] = rlhf.load_reward_model(cfg)
-    rm_state = rms[f"{sizes[0]} pairs"].state_dict()
-    ppo_runs = run_many(ppo_curve_job, [{"cfg": cfg, "seed": s, "size": sizes[0], "rm_state": rm_state} for s in seeds],
-                        desc="over-optimization PPO seeds")
-
+    data_series, size_series = rm_series(cfg, int((pairs["split"] == 0).sum()))
+    series = list(dict.fromkeys(data_series + size_series))
+    (ppo_pairs, ppo_layers), default = data_series[0], cfg.model.rlhf.reward_model.extra_layers
+    ppo_name = rm_name(cfg, ppo_pairs, ppo_layers)
+    ppo_rm, _ = train_rm(cfg, ppo_pairs, ppo_layers, norm)          # PPO's, before the pool
     probs = rlhf.problems(cfg, "test", o.prompts)
     samples = [bon_samples(rlhf.with_seed(cfg, s), sft, probs) for s in seeds]
-    results, bon_fig, claims = {}, {}, []
-    for name, rm in rms.items():
-        per_seed = [bon_curve(cfg, rm, s, len(probs["a"])) for s in samples]
-        c = {k: [p[k] for p in per_seed] for k in ("gold", "proxy", "kl")}
-        rows = curve_rows(c, [int(n) for n in per_seed[0]["n"]])
-        for r, bound in zip(rows, per_seed[0]["kl_bound"]):
-            r["kl_bound"], r["d_bound"] = float(bound), float(np.sqrt(bound))
-        res = {"reward_model": pair_metrics(cfg, rm, val), "curve": rows,
-               "fit": oo.bootstrap_fit(np.concatenate(c["kl"]), np.concatenate(c["gold"]), "bon", o.n_boot, cfg.seed),
-               "falls_while_proxy_rises": overopt_test(c)}
+    # one pool, longest jobs first: the PPO seeds, the reward models to train, then those only to score
+    rm_jobs = [{"kind": "rm", "cfg": cfg, "pairs": p, "layers": layers, "norm": norm, "samples": samples,
+                "state": ppo_rm.state_dict() if (p, layers) == data_series[0] else None} for p, layers in series]
+    rm_jobs = sorted(rm_jobs, key=lambda j: j["state"] is not None)
+    rm_jobs.append({"kind": "rm", "cfg": cfg, "pairs": None, "layers": default, "norm": norm, "samples": samples})
+    done = run_many(pooled_job, [{"kind": "ppo", "cfg": cfg, "seed": s, "size": ppo_pairs, "rm_state": ppo_rm.state_dict()}
+                                 for s in seeds] + rm_jobs, desc="over-optimization: PPO seeds and reward models")
+    ppo_runs, rm_done = done[:len(seeds)], done[len(seeds):]
+
+    results, curves, claims = {}, {}, []
+    for job, out in zip(rm_jobs, rm_done):
+        name, tag = rm_name(cfg, job["pairs"], job["layers"]), rm_tag(cfg, job["pairs"], job["layers"])
+        res, curves[name] = best_of_n_result(cfg, out["per_seed"], out["reward_model"])
         results[name] = {"best_of_n": res}
-        bon_fig[name] = res
+        write_csv(plots_dir(cfg, "overoptimization") / f"best_of_n_rm{tag}.csv", res["curve"])
         if name == "main":
+            per_seed = out["per_seed"]
             bon_main = {**{k: [p[k] for p in per_seed] for k in ("gold", "kl")}, "n": per_seed[0]["n"],
                         "kl_bound": per_seed[0]["kl_bound"]}
-        write_csv(plots_dir(cfg, "overoptimization") / f"best_of_n_rm{name.split()[0]}.csv", rows)
     c = {k: [r[k] for r in ppo_runs] for k in ("gold", "proxy", "kl")}
     k_points = c["gold"][0].shape[1]
     steps = [*o.ppo_eval_steps, o.ppo_steps]
@@ -241,23 +370,32 @@ def run(cfg) -> None:
     ppo_res = {"curve": rows, "points": k_points,
                "fit": oo.bootstrap_fit(np.concatenate(c["kl"]), np.concatenate(c["gold"]), "rl", o.n_boot, cfg.seed),
                "falls_while_proxy_rises": overopt_test(c)}
-    results[f"{sizes[0]} pairs"]["ppo"] = ppo_res
-    write_csv(plots_dir(cfg, "overoptimization") / f"ppo_rm{sizes[0]}.csv", rows)
-    for method, res, rm_name in (("best_of_n", results["main"]["best_of_n"], "main"),
-                                 ("best_of_n", results[f"{sizes[0]} pairs"]["best_of_n"], f"{sizes[0]} pairs"),
-                                 ("ppo", ppo_res, f"{sizes[0]} pairs")):
-        test = res["falls_while_proxy_rises"]
-        label = {"best_of_n": "best-of-n", "ppo": "PPO"}[method]
-        claims.append(claim_from_difference(
-            f"{method}_rm{rm_name.split()[0]}_gold_falls_while_proxy_rises", "overoptimization",
-            f"Along {label} (reward model: {rm_name}), the gold reward peaks and then falls while the proxy rises.",
-            test, statistic="min(gold drop after the peak, proxy rise after the peak), peak chosen on other prompts",
-            baseline=f"gold drop {test['gold_drop']:+.4f}, proxy rise {test['proxy_rise']:+.3f}"))
-    over = {"sizes": results, "n_max": o.n_max, "bon_prompts": o.prompts, "ppo_kl_coef": o.kl_coef, "seeds": seeds,
-            "ppo_rm": f"{sizes[0]} pairs"}
+    results[ppo_name]["ppo"] = ppo_res
+    write_csv(plots_dir(cfg, "overoptimization") / f"ppo_rm{rm_tag(cfg, ppo_pairs, ppo_layers)}.csv", rows)
+
+    data_names = [rm_name(cfg, p, layers) for p, layers in data_series] + ["main"]
+    size_names = [rm_name(cfg, p, layers) for p, layers in size_series]
+    for name in dict.fromkeys(["main", ppo_name, *size_names]):
+        job = next(j for j in rm_jobs if rm_name(cfg, j["pairs"], j["layers"]) == name)
+        claims.append(falls_claim("best_of_n", results[name]["best_of_n"], name, rm_tag(cfg, job["pairs"], job["layers"])))
+    claims.append(falls_claim("ppo", ppo_res, ppo_name, rm_tag(cfg, ppo_pairs, ppo_layers)))
+    size = None
+    if len(size_names) > 1:                   # rm_layers = [the main model's extra_layers]: one size, no comparison
+        size, size_claim = size_comparison(cfg, results, curves, size_names)
+        claims.append(size_claim)
+
+    over = {"sizes": results, "rm_size": size, "n_max": o.n_max, "bon_prompts": o.prompts, "ppo_kl_coef": o.kl_coef,
+            "seeds": seeds, "ppo_rm": ppo_name}
     write_metrics(cfg, "overoptimization", add_conclusions(over, claims))
-    save_figure(figure(bon_fig, {f"{sizes[0]} pairs": ppo_res}, [r["kl_bound"] for r in results["main"]["best_of_n"]["curve"]]),
+    bon = {n: results[n]["best_of_n"] for n in results}
+    bound = [r["kl_bound"] for r in results["main"]["best_of_n"]["curve"]]
+    save_figure(figure([("best-of-n", {n: bon[n] for n in data_names}, "bon", bound),
+                        ("PPO (weak KL penalty)", {ppo_name: ppo_res}, "rl")]),
                 figures_dir(cfg, "rlhf") / "gold_vs_proxy.png")
+    save_figure(figure([(f"best-of-n, reward models on {size_series[0][0]} pairs",
+                         {f"{n} ({bon[n]['reward_model']['trained_parameters']:,} trained params)": bon[n]
+                          for n in size_names}, "bon")]),
+                figures_dir(cfg, "rlhf") / "gold_vs_proxy_rm_size.png")
     policies = {"sft": sft, **{a: rlhf.load_policy(cfg, a, "sft", "reward_model", "ppo")
                                for a in cfg.model.rlhf.ppo.algorithms},
                 **{kind: rlhf.load_policy(cfg, f"dpo/{kind}", "sft", "reward_model", "dpo")
