@@ -23,6 +23,7 @@ from genlab.config.generative import (CnfConfig, DiffusionConfig, FlowMatchingCo
 from genlab.config.infra import TrainerConfig, LoggerConfig, PathsConfig
 from genlab.config.language import EmergenceConfig, GPTConfig, GPTScalingConfig, ScalingFitConfig
 from genlab.config.rlhf import RlhfConfig
+from genlab.config.sbi import SbiConfig
 from genlab.config.zoo import ZooConfig
 from genlab.errors import ConfigError
 
@@ -41,6 +42,7 @@ class ModelConfig:
     generative_eval: GenerativeEvalConfig = field(default_factory=GenerativeEvalConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     inpainting: InpaintingConfig = field(default_factory=InpaintingConfig)
+    sbi: SbiConfig = field(default_factory=SbiConfig)
     rlhf: RlhfConfig = field(default_factory=RlhfConfig)
 
 

@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ORDER = ["prepare", "classifier", "generalization", "cnf", "flow_matching", "diffusion", "generative", "inpainting", "zoo",
-         "gpt", "scaling", "emergence", "rlhf", "sft", "reward_model",
+         "sbi", "gpt", "scaling", "emergence", "rlhf", "sft", "reward_model",
          "ppo", "dpo", "overoptimization"]
 # one line per model: (model, key metric "<metrics file>:<flattened key>", cost "<file>:<key>" in train
 # seconds or None when the stage does not time itself, config section of `genlab show`)
@@ -39,6 +39,8 @@ HEADLINE = [
        f"zoo:digits.models.{key}.train_seconds", "model.zoo")
       for name, key in (("coupling flow", "coupling"), ("VAE (IWAE bound)", "vae"),
                         ("flow matching (PF)", "flow_matching"), ("VP diffusion (PF-ODE)", "diffusion"))],
+    *[(f"NPE, {name} (C2ST accuracy)", f"sbi:{key}.c2st", f"sbi:{key}.train_seconds", "model.sbi")
+      for name, key in (("two moons", "two_moons"), ("Gaussian linear", "gaussian_linear"))],
     ("GPT (characters)", "gpt:val_bpc", "gpt:train_seconds", "model.gpt"),
     ("scaling-law fit (held-out error)", "scaling:holdout_rel_error", None, "model.scaling_fit"),
     ("scaling: plain power law (held-out error)", "scaling:holdout_rel_error_powerlaw", None, "model.scaling_fit"),
