@@ -186,9 +186,9 @@ def posterior_figure(name: str, test: dict[str, np.ndarray], draws: np.ndarray) 
     ref = test["reference"][0]
     ax.scatter(ref[:, 0], ref[:, 1], s=2, alpha=0.4, label="reference posterior")
     ax.scatter(draws[:, 0], draws[:, 1], s=2, alpha=0.4, label="NPE q(θ | x_o)")
-    ax.scatter(*test["theta"][0][:2], marker="*", s=120, c="k", label="θ_o (generated x_o)")
+    ax.scatter(*test["theta"][0][:2], marker="*", s=40, c="k", label="θ_o (generated x_o)")
     ax.set(xlabel="θ₁", ylabel="θ₂", title=f"{NAMES[name]}: posterior for test observation 0")
-    ax.legend(fontsize=7, markerscale=3)
+    ax.legend(fontsize=7, markerscale=2)
     return fig
 
 
@@ -201,8 +201,9 @@ def sbc_figure(results: dict[str, dict], runs: int, bins: int) -> plt.Figure:
     for ax, (name, d, counts) in zip(axes[0], panels):
         ax.axhspan(lo, hi, color="0.85")
         ax.bar(np.arange(bins), counts, width=1.0, edgecolor="k", linewidth=0.3)
-        ax.set(title=f"{NAMES[name]} θ{d + 1}", xticks=[], yticks=[])
-    fig.suptitle("SBC rank histograms (NPE, saved seed; grey: 99% band under uniformity)", fontsize=9)
+        ax.set(title=f"{NAMES[name]} θ{d + 1}", xticks=[], yticks=[], ylim=(0, max(hi, max(counts)) * 1.1))
+        ax.title.set_fontsize(8)
+    fig.suptitle("SBC rank histograms (NPE, saved seed; grey: 99% band under uniformity)", fontsize=9, y=1.06)
     return fig
 
 
