@@ -335,3 +335,33 @@ def test_dpo_sample_table_is_a_no_op_without_a_table_logger(tmp_path):
         calls = []
         fit_dpo(tmp_path, logger, calls)
         assert calls == []
+
+
+def overopt_section(**over):
+    from genlab.config.rlhf import OveroptimizationConfig
+    return OveroptimizationConfig(**{"rm_pairs": [100, 1000], "rm_steps": 300, "n_max": 64, "prompts": 500,
+                                     "ppo_steps": 40, "ppo_eval_steps": [0, 1, 5], "kl_coef": 0.01, "n_boot": 200,
+                                     "rm_layers": [1, 4], "rm_layers_pairs": 1000, **over})
+
+
+@pytest.mark.parametrize("over", [{"rm_layers": []}, {"rm_layers": [1, -1]}, {"rm_layers_pairs": 1}])
+def test_bad_reward_model_sizes_are_refused(over):
+    from genlab.errors import ConfigError
+    overopt_section().check()
+    with pytest.raises(ConfigError, match="rm_layers"):
+        overopt_section(**over).check()
+
+
+def test_reward_model_series_share_the_model_in_both_and_cap_pairs_at_the_training_set():
+    """Data series at the main model's layers (smallest first: PPO's); size series at fixed pairs, fewest layers
+    first, with the main model's layer count added; the (1000 pairs, 2 layers) model belongs to both."""
+    from genlab.stages.overoptimization import rm_name, rm_series, rm_tag
+
+    cfg = OmegaConf.create({"model": {"rlhf": {"reward_model": {"extra_layers": 2},
+                                               "overoptimization": {"rm_pairs": [1000, 100, 50000], "rm_layers": [4, 1],
+                                                                    "rm_layers_pairs": 1000}}}})
+    data, size = rm_series(cfg, n_train=16000)
+    assert data == [(100, 2), (1000, 2), (16000, 2)] and size == [(1000, 1), (1000, 2), (1000, 4)]
+    assert len(dict.fromkeys(data + size)) == 5
+    assert [rm_name(cfg, *s) for s in size] == ["1000 pairs, 1 layer", "1000 pairs", "1000 pairs, 4 layers"]
+    assert [rm_tag(cfg, *s) for s in size] == ["1000_l1", "1000", "1000_l4"] and rm_tag(cfg, None, 2) == "main"

@@ -36,6 +36,7 @@ from genlab.evaluate import stats
 from genlab.evaluate.gold_reward import gold_reward
 from genlab.evaluate.policy import kl_matched_gap, seed_summary
 from genlab.io import read_json
+from genlab.nn.heads import RewardModel
 from genlab.parallel import run_many
 from genlab.recipes import rlhf
 from genlab.recipes.ppo import train_ppo
@@ -140,7 +141,7 @@ def rm_name(cfg, pairs: int | None, layers: int) -> str:
     return f"{pairs} pairs" if layers == default else f"{pairs} pairs, {layers} layer{'s' * (layers != 1)}"
 
 
-def train_rm(cfg, pairs: int, layers: int, norm: dict):
+def train_rm(cfg, pairs: int, layers: int, norm: dict) -> tuple[RewardModel, float]:
     """The reward model with ``layers`` fresh blocks trained on the first ``pairs`` training pairs for
     ``rm_steps`` steps (normalised on ``norm``), and its training seconds."""
     data = load_pairs(cfg)
