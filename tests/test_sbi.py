@@ -14,6 +14,7 @@ from genlab.data.simulators import GaussianLinear, TwoMoons
 from genlab.evaluate.sbi import c2st, ks_critical, sbc_ranks, sbc_test
 from genlab.models.coupling_flow import CouplingFlow
 from genlab.models.npe import NPE
+from test_coupling_flow import perturb
 
 
 def test_two_moons_likelihood_is_the_simulators_density():
@@ -84,17 +85,9 @@ def test_sbc_accepts_the_exact_posterior_and_rejects_an_overconfident_one():
     assert np.asarray(shrunk["counts"])[:, [0, -1]].min() > 2 * 100   # ∪-shaped: θ* falls outside the draws
 
 
-def perturbed(flow: CouplingFlow, std: float) -> CouplingFlow:
-    with torch.no_grad():
-        for layer in flow.layers:
-            layer.net.out.weight.normal_(0, std)
-            layer.net.out.bias.normal_(0, std)
-    return flow
-
-
 def test_conditional_coupling_log_det_is_the_jacobian_log_det_given_a_context():
     torch.manual_seed(5)
-    flow = perturbed(CouplingFlow(3, n_layers=4, width=16, depth=2, lr=1e-3, context_dim=2), 0.5).double()
+    flow = perturb(CouplingFlow(3, n_layers=4, width=16, depth=2, lr=1e-3, context_dim=2), 0.5).double()
     theta, ctx = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     z, log_det = flow(theta, ctx)
     assert (z - flow(theta, ctx + 1.0)[0]).abs().max() > 1e-2                  # the context changes the map
@@ -117,7 +110,7 @@ def test_unconditional_flow_is_unchanged_by_the_context_option(context_dim):
     kwargs = {} if context_dim is None else {"context_dim": context_dim}
     flow = CouplingFlow(4, n_layers=4, width=16, depth=2, lr=1e-3, **kwargs)
     torch.manual_seed(1)
-    perturbed(flow, 0.3)
+    perturb(flow, 0.3)
     x = torch.randn(8, 4)
     h = hashlib.sha256()
     for p in flow.state_dict().values():
