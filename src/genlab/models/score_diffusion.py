@@ -22,6 +22,8 @@ data at s = 1, so ``ProbabilityFlow`` re-parameterises τ(s) = 1 − (1 − eps)
 """
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import torch
 from torch import nn
@@ -67,7 +69,7 @@ class VPSDE:
         if weighting == "uniform":
             return eps + (1 - eps) * torch.rand(n, dtype=dtype, device=device, generator=generator)
         r = torch.rand(n, dtype=torch.float64, device=device, generator=generator)
-        lo, hi = (torch.as_tensor(self.integral(torch.tensor(t, dtype=torch.float64))).expm1().log() for t in (eps, 1.0))
+        lo, hi = (math.log(math.expm1(self.integral(t))) for t in (eps, 1.0))   # Python floats: scalars of the schedule
         y = lo + r * (hi - lo)                         # log(e^u − 1), uniform between its values at eps and 1
         u = torch.nn.functional.softplus(y)            # u = log(1 + e^y)
         return self.integral_inverse(u).clamp(eps, 1.0).to(dtype)
