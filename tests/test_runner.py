@@ -209,7 +209,8 @@ def test_autocast_follows_the_lightning_precision_and_samplers_keep_their_state_
 
 
 @pytest.mark.parametrize("stage, train", [("cnf", lambda m, cfg, data: m.train(cfg, "toy", data)),
-                                          ("zoo", lambda m, cfg, data: m.replicate(cfg, "toy", "coupling", 0, data))])
+                                          ("zoo", lambda m, cfg, data: m.replicate(cfg, "toy", "coupling", 0, data)),
+                                          ("sbi", lambda m, cfg, data: m.replicate(cfg, "gaussian_linear", 0, {}))])
 def test_density_models_train_in_float32_under_a_half_precision_trainer(make_cfg, tmp_path, monkeypatch, stage, train):
     """The gpu and cluster presets set ``trainer.precision: bf16-mixed``; the likelihood models (dopri5 solves,
     log-determinants) must still get a float32 Trainer."""

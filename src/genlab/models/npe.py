@@ -38,9 +38,12 @@ class NPE(CouplingFlow):
 
     @torch.no_grad()
     def sample_posterior(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        """``n`` draws ``[n, theta_dim]`` of q(θ | x) for one observation x ``[x_dim]``."""
-        context = self._x(x.to(self.dtype)).expand(n, -1)
-        return self.sample(n, context) * self.theta_std + self.theta_mean
+        """``n`` draws of q(θ | x) per observation, in one batched inverse pass: x ``[x_dim]`` → ``[n, theta_dim]``,
+        x ``[N, x_dim]`` → ``[N, n, theta_dim]``."""
+        rows = x.to(self.dtype).reshape(-1, x.shape[-1])
+        context = self._x(rows).repeat_interleave(n, dim=0)
+        theta = self.sample(len(context), context) * self.theta_std + self.theta_mean
+        return theta.view(n, -1) if x.dim() == 1 else theta.view(len(rows), n, -1)
 
     def training_step(self, batch, batch_idx):
         loss = -self.posterior_log_prob(*batch).mean()

@@ -47,6 +47,7 @@ from genlab.io import save_model
 from genlab.models.clock import TrainClock
 from genlab.models.npe import NPE
 from genlab.parallel import run_many
+from genlab.precision import DENSITY_PRECISION
 from genlab.report.artifacts import figures_dir, plots_dir, save_figure, write_csv, write_metrics
 from genlab.report.conclusions import add_conclusions, claim_from_difference
 
@@ -93,10 +94,7 @@ def sbc(task: Task, sample: callable, runs: int, draws: int, bins: int, rng: np.
 def npe_sampler(module: NPE):
     """``sample(x [N, x_dim], L) → [N, L, d]``: L draws of q(θ | x) per row of x, in one batched inverse pass."""
     def sample(x: np.ndarray, draws: int) -> np.ndarray:
-        context = torch.as_tensor(x, dtype=torch.float32).repeat_interleave(draws, dim=0)
-        with torch.no_grad():
-            theta = module.sample(len(context), module._x(context)) * module.theta_std + module.theta_mean
-        return theta.view(len(x), draws, -1).numpy().astype(np.float64)
+        return module.sample_posterior(torch.as_tensor(x, dtype=torch.float32), draws).numpy().astype(np.float64)
     return sample
 
 
@@ -113,7 +111,8 @@ def replicate(cfg, name: str, seed: int, test: dict[str, np.ndarray], keep: bool
                  theta_stats=(train[0].mean(0), train[0].std(0)), x_stats=(train[1].mean(0), train[1].std(0)))
     clock = TrainClock("val/nll")
     with runner.session(cfg, stage="sbi", run=f"{name}-seed{seed}", run_config=model_config(cfg, name),
-                        max_steps=s.steps, callbacks=[clock], inference_mode=False) as trainer:
+                        max_steps=s.steps, callbacks=[clock], inference_mode=False,
+                        precision=DENSITY_PRECISION) as trainer:
         runner.fit(trainer, module, loader(*train, batch_size=s.batch_size, seed=seed, batches_per_epoch=s.steps),
                    loader(*val, batch_size=len(val[0]), train=False))
         if not clock.history or clock.history[-1]["step"] != s.steps:   # validate the final weights
